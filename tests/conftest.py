@@ -1,0 +1,29 @@
+"""Test session setup: quiet TF, 8 virtual CPU devices (default device stays /CPU:0)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+NUM_VIRTUAL_DEVICES = 8
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s (still runs in CI)")
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_VIRTUAL_DEVICES)
+    except RuntimeError:  # already initialised (e.g. re-entrant pytest in a subprocess)
+        pass
+
+
+@pytest.fixture
+def gin_clean():
+    """Clears gin's bindings before and after a test."""
+    import gin
+    gin.clear_config()
+    yield
+    gin.clear_config()

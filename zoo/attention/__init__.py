@@ -1,0 +1,1 @@
+"""Attention kernels, registered under the `attention` kind."""

@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders) and the shared tf.data pipeline."""

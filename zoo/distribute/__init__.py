@@ -1,0 +1,1 @@
+"""tf.distribute strategies and DTensor meshes with layout maps."""

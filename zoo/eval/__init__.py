@@ -1,0 +1,1 @@
+"""Metrics: FID, contrastive agreement, reconstruction, the shapes checker rate."""

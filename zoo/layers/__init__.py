@@ -1,0 +1,1 @@
+"""Keras 3 building blocks shared by the models."""

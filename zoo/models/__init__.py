@@ -1,0 +1,1 @@
+"""Parti encoder-decoder and the super-resolution module."""

@@ -1,0 +1,235 @@
+"""The component registry: one `Registry` per kind of component, the names users write in gin.
+
+    ATTENTION = Registry("attention")
+    ATTENTION.register("conv_shaped")(ConvShapedAttention)   # a duplicate name raises
+    ATTENTION.create("conv_shaped", kernel_size=7)           # gin bindings, then overrides
+    ATTENTION.get("conv_shapd")  # UnknownNameError: unknown attention 'conv_shapd'; did you mean ...
+
+Every registered component is also a gin configurable under its registry name, in module
+`zoo.<kind>`, so a gin file can say `conv_shaped.kernel_size = 7` (or
+`attention.conv_shaped.kernel_size = 7` when two kinds share a name). A binding of an argument
+the component does not take is an error when the gin file is parsed, naming the valid ones.
+"""
+
+import dataclasses
+import fnmatch
+import inspect
+from typing import Any, Callable, Dict, List, Optional
+
+import gin
+
+from zoo.errors import UnknownNameError, ZooError, suggest
+
+# Keras layers accept these through **kwargs; allow binding them too.
+_LAYER_KWARGS = ("name", "dtype", "trainable")
+
+
+@dataclasses.dataclass
+class Entry:
+    """One registered component."""
+
+    kind: str
+    name: str
+    obj: Callable  # the class or builder function, as registered
+    factory: Callable  # gin-wrapped factory that applies bindings
+    params: Optional[List[str]]  # accepted argument names; None means anything goes
+    summary: str
+    source: str  # "zoo" or the plugin's name
+
+    def signature(self):
+        return self.factory.__signature__
+
+
+def _first_line(obj):
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
+def _signature_of(obj, builds=None):
+    """The signature users may bind: the builder's, or that of the class it builds."""
+    sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
+    params = [p for p in sig.parameters.values() if p.name != "self"]
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = [p for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    if builds is not None and has_var_kw:
+        # A size builder `def vit_vqgan_small(**overrides)`: it takes what the class takes.
+        inner = _signature_of(builds)
+        seen = {p.name for p in named}
+        named += [p for p in inner.parameters.values() if p.name not in seen]
+        has_var_kw = False
+    elif has_var_kw and inspect.isclass(obj) and _is_keras_layer(obj):
+        seen = {p.name for p in named}
+        named += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None)
+                  for k in _LAYER_KWARGS if k not in seen]
+        has_var_kw = False
+    kinds_order = sorted(named, key=lambda p: (p.kind, p.default is not inspect.Parameter.empty))
+    # Keyword-only is the safe common form for a factory.
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kinds_order]
+    if has_var_kw:
+        params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+def _is_keras_layer(cls):
+    return any(c.__name__ in ("Layer", "Operation") and c.__module__.startswith("keras")
+               for c in cls.__mro__)
+
+
+class Registry:
+    """Components of one kind, by name.
+
+    Args:
+        kind: str. The kind's name, e.g. "attention"; used in messages and as the gin module
+            (`zoo.<kind>`).
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, Entry] = {}
+
+    # -- registering -------------------------------------------------------------------------
+
+    def register(self, name: str, *, builds: Optional[type] = None, summary: Optional[str] = None,
+                 source: Optional[str] = None):
+        """Decorator registering a class or builder function under `name`.
+
+        Args:
+            name: the registry name (lowercase, `<family>_<size>[_<variant>]`).
+            builds: for a builder taking `**overrides`, the class it builds; its arguments
+                become the builder's bindable arguments.
+            summary: one line for `zoo-list`; defaults to the first docstring line.
+            source: who registered it; defaults to the plugin being loaded, else "zoo".
+        """
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise ZooError(f"registry name must be a non-empty string, got {name!r}")
+
+        def decorator(obj):
+            if name in self._entries:
+                old = self._entries[name]
+                raise ZooError(
+                    f"{self.kind} {name!r} is already registered (by {old.source}: "
+                    f"{_qualname(old.obj)}); pick another name, e.g. prefix it with your "
+                    f"plugin's name")
+            sig = _signature_of(obj, builds)
+            accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+            params = None if accepts_any else list(sig.parameters)
+
+            def factory(**kwargs):
+                return obj(**kwargs)
+
+            factory.__name__ = name
+            factory.__qualname__ = name
+            factory.__doc__ = inspect.getdoc(obj)
+            factory.__signature__ = sig
+            factory.__module__ = f"zoo.{self.kind}"
+            gin_factory = gin.external_configurable(
+                factory, name=name, module=f"zoo.{self.kind}")
+            self._entries[name] = Entry(
+                kind=self.kind, name=name, obj=obj, factory=gin_factory, params=params,
+                summary=summary or _first_line(obj) or (_first_line(builds) if builds else ""),
+                source=source or _current_source())
+            return obj
+
+        return decorator
+
+    # -- looking up --------------------------------------------------------------------------
+
+    def entry(self, name: str) -> Entry:
+        if not isinstance(name, str):
+            raise ZooError(f"{self.kind} name must be a string, got {name!r} "
+                           f"({type(name).__name__})")
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; "
+                f"{suggest(name, self._entries, what=self.kind)}") from None
+
+    def get(self, name: str) -> Callable:
+        """The registered class or function."""
+        return self.entry(name).obj
+
+    def create(self, name: str, **overrides) -> Any:
+        """Builds `name` with its gin bindings, then `overrides` on top."""
+        entry = self.entry(name)
+        if entry.params is not None:
+            unknown = [k for k in overrides if k not in entry.params]
+            if unknown:
+                raise UnknownNameError(
+                    f"{self.kind} {name!r} got unknown argument {unknown[0]!r}; "
+                    f"{suggest(unknown[0], entry.params, what='argument')}")
+        return entry.factory(**overrides)
+
+    def list(self, pattern: str = "*") -> List[str]:
+        """Sorted names matching a shell-style pattern."""
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self) -> List[Entry]:
+        return [self._entries[n] for n in self.list()]
+
+    def unregister(self, name: str) -> None:
+        """Removes `name` (for tests and interactive re-definition)."""
+        self.entry(name)
+        del self._entries[name]
+        try:
+            gin.config._REGISTRY.pop(f"zoo.{self.kind}.{name}")  # noqa: SLF001
+        except (AttributeError, KeyError):
+            pass
+
+    def __contains__(self, name):
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self.list())
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __repr__(self):
+        return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def _qualname(obj):
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+# Set by zoo.plugins while a plugin module is imported, so entries know their source.
+_SOURCE_STACK: List[str] = []
+
+
+def _current_source():
+    return _SOURCE_STACK[-1] if _SOURCE_STACK else "zoo"
+
+
+# -- the kinds ---------------------------------------------------------------------------------
+
+IMAGE_TOKENIZERS = Registry("image_tokenizer")
+TEXT_TOKENIZERS = Registry("text_tokenizer")
+TEXT_ENCODERS = Registry("text_encoder")
+DECODERS = Registry("decoder")
+ATTENTION = Registry("attention")
+UPSAMPLERS = Registry("upsampler")
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+METRICS = Registry("metric")
+TASKS = Registry("task")  # training stages for the one training loop
+SCORERS = Registry("scorer")  # image-text scorers used for reranking and evaluation
+FEATURE_NETWORKS = Registry("feature_network")  # perceptual loss / FID features
+DISCRIMINATORS = Registry("discriminator")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+REGISTRIES: Dict[str, Registry] = {
+    r.kind: r for r in (IMAGE_TOKENIZERS, TEXT_TOKENIZERS, TEXT_ENCODERS, DECODERS, ATTENTION,
+                        UPSAMPLERS, MODELS, DATASETS, METRICS, TASKS, SCORERS, FEATURE_NETWORKS,
+                        DISCRIMINATORS, OPTIMIZERS, SCHEDULES)
+}
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one kind, e.g. `registry("attention")`."""
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown component kind {kind!r}; {suggest(kind, REGISTRIES, what='kind')}") from None

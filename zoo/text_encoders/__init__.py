@@ -1,0 +1,1 @@
+"""Text encoders: Parti's transformer encoder, masked-LM and contrastive pretraining."""

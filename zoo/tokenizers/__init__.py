@@ -1,0 +1,1 @@
+"""Text (SentencePiece) and image (ViT-VQGAN) tokenizers."""

@@ -1,0 +1,84 @@
+"""What every tool shares: gin flags, plugin loading, and one-line errors with exit code 1.
+
+A tool is absl flags plus a short `main(argv)`:
+
+    from zoo.tools import common
+    common.define_gin_flags()
+    def main(argv):
+        common.setup(argv)            # plugins + gin files/bindings, errors as one line
+        ...
+    def run():
+        common.run(main)
+"""
+
+import logging
+import os
+import sys
+from typing import Callable, Optional
+
+from absl import app, flags
+
+from zoo.errors import ZooError
+
+FLAGS = flags.FLAGS
+
+
+def define_gin_flags(model_dir_required: bool = False) -> None:
+    """--gin_file (repeatable), --gin_bindings (repeatable), --model_dir."""
+    if "gin_file" in FLAGS:
+        return
+    flags.DEFINE_multi_string(
+        "gin_file", [],
+        "Gin file to parse (repeatable); found relative to the working directory or to the "
+        "project's gin/ folder, e.g. --gin_file=runs/demo_tokenizer.gin.")
+    flags.DEFINE_multi_string(
+        "gin_bindings", [],
+        "Gin binding applied after the files (repeatable), e.g. "
+        "--gin_bindings=\"conv_shaped.kernel_size = 7\".")
+    flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries and "
+                        "operative_config.gin.")
+    if model_dir_required:
+        flags.mark_flag_as_required("model_dir")
+
+
+def quiet_tensorflow() -> None:
+    """Keeps TF's C++ start-up chatter out of the tools' output (before TF is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def setup(argv=None, *, parse_gin: bool = True, finalize: bool = True) -> None:
+    """Loads plugins and built-ins, then parses --gin_file/--gin_bindings."""
+    if argv is not None and len(argv) > 1 and not getattr(setup, "allow_args", False):
+        raise ZooError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+    from zoo import config, plugins
+    plugins.ensure_loaded()
+    for name, err in plugins.FAILED.items():
+        print(f"warning: plugin {name!r} failed to import and was skipped: {err}",
+              file=sys.stderr)
+    if parse_gin:
+        config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=finalize)
+
+
+def tool_name() -> str:
+    base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "zoo"
+    if base in ("__main__.py", "-c", "") or base.endswith(".py"):
+        return "zoo"
+    return base
+
+
+def run(main: Callable, argv: Optional[list] = None) -> None:
+    """absl's app.run with user errors printed as one line and exit code 1."""
+    quiet_tensorflow()
+    logging.getLogger("zoo").setLevel(logging.INFO)
+
+    def wrapped(args):
+        try:
+            return main(args)
+        except ZooError as e:
+            print(f"{tool_name()}: error: {e}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print(f"{tool_name()}: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    app.run(wrapped, argv=argv)

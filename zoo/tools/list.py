@@ -1,0 +1,65 @@
+"""zoo-list: every registered component, plugins included, one `kind name  summary` per line.
+
+    zoo-list                     # everything
+    zoo-list attention           # one kind
+    zoo-list model --pattern='parti_*' --params   # with parameter counts (no weights allocated)
+"""
+
+import sys
+
+from absl import flags
+
+from zoo.tools import common
+
+flags.DEFINE_string("pattern", "*", "Shell-style pattern on names, e.g. 'vit_vqgan_*'.")
+flags.DEFINE_bool("params", False, "Also print parameter counts of model sizes (image "
+                  "tokenizers, models, upsamplers, text encoders) without allocating weights.")
+flags.DEFINE_bool("source", False, "Also print who registered each component (zoo or a plugin).")
+common.define_gin_flags()
+FLAGS = flags.FLAGS
+
+PARAM_KINDS = ("image_tokenizer", "model", "upsampler", "text_encoder")
+
+
+def main(argv):
+    common.setup.allow_args = True
+    common.setup(None)
+    from zoo.registry import registry, REGISTRIES
+    kinds = argv[1:] or sorted(REGISTRIES)
+    rows = []
+    for kind in kinds:
+        reg = registry(kind)
+        for entry in reg.entries():
+            if not _match(entry.name, FLAGS.pattern):
+                continue
+            extra = ""
+            if FLAGS.params and kind in PARAM_KINDS:
+                from zoo.models.params import count_params
+                extra = f"  {_human(count_params(kind, entry.name))} params"
+            src = f"  [{entry.source}]" if FLAGS.source or entry.source != "zoo" else ""
+            rows.append((kind, entry.name, extra, src, entry.summary))
+    width = max((len(k) + len(n) for k, n, *_ in rows), default=0) + 3
+    for kind, name, extra, src, summary in rows:
+        line = f"{kind} {name}".ljust(width) + f"{summary}{extra}{src}"
+        print(line.rstrip())
+    sys.stdout.flush()
+
+
+def _match(name, pattern):
+    import fnmatch
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _human(n):
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit} ({n:,})"
+    return f"{n:,}"
+
+
+def run():
+    common.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,73 @@
+"""The contract between a training stage (a `Task`) and the one training loop.
+
+A task builds its models and optimizers and says how to compute losses; the loop
+(`zoo.train.loop.train`) does everything else the same way for every stage: distribution
+(strategy or DTensor mesh), the compiled step, gradient clipping hooks, non-finite checks,
+checkpoints, resuming with the same data order, TensorBoard summaries and the progress bar.
+
+Tasks are registered under the `task` kind and chosen by name in a run gin file:
+
+    train.task = 'vit_vqgan'
+    vit_vqgan_task.tokenizer = 'vit_vqgan_tiny'
+
+Rules a task follows so that every loop feature works:
+- `build()` creates every variable (models *and* optimizer slots via `optimizer.build`);
+  the loop calls it inside the strategy scope / DTensor variable-creator scope.
+- `dataset(batch_size, seed, start_step)` yields the batches of steps start_step,
+  start_step + 1, ... and must be a pure function of (seed, step): a resumed run sees the
+  same data as an uninterrupted one.
+- `losses(batch, training)` is traceable by tf.function (keras.ops / tf ops only) and returns
+  one scalar loss per update group plus scalar metrics.
+- `config()` is a small JSON-able dict (model names and sizes) saved with the run; resuming
+  with a different one is refused.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class UpdateGroup:
+    """Variables updated by one optimizer from one loss (e.g. 'generator', 'discriminator')."""
+
+    name: str
+    optimizer: Any  # a keras.optimizers.Optimizer
+    variables: List[tf.Variable]
+    clip_norm: Optional[float] = None  # global-norm gradient clipping for this group
+
+
+class Task:
+    """Base class of training stages. Subclasses override the methods below."""
+
+    def build(self) -> None:
+        """Creates models and optimizers (and builds the optimizers on their variables)."""
+        raise NotImplementedError
+
+    def dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+        """Global batches for steps start_step, start_step+1, ... (infinite, deterministic)."""
+        raise NotImplementedError
+
+    def update_groups(self) -> List[UpdateGroup]:
+        raise NotImplementedError
+
+    def losses(self, batch, training: bool = True) -> Tuple[Dict[str, tf.Tensor],
+                                                            Dict[str, tf.Tensor]]:
+        """({group name: scalar loss}, {metric name: scalar}) for one batch."""
+        raise NotImplementedError
+
+    def trackables(self) -> Dict[str, Any]:
+        """What to checkpoint besides optimizers and the step: {'model': model, ...}."""
+        raise NotImplementedError
+
+    def config(self) -> Dict[str, Any]:
+        """What identifies the models (names, sizes); resuming with another config is refused."""
+        return {}
+
+    def summaries(self, batch) -> Dict[str, Any]:
+        """Eager, at summary steps: {'name': image batch in [0, 1] [N,H,W,C] or a scalar}."""
+        return {}
+
+    def after_step(self, step: int) -> None:
+        """Eager hook after each applied step (e.g. codebook usage windows). Optional."""
