@@ -14,7 +14,7 @@ from zoo.registry import REGISTRIES, Registry, registry
 __version__ = "0.1.0"
 
 
-def create(kind: str, name: str, **overrides):
+def create(kind: str, name: str, /, **overrides):
     """Builds the component `name` of `kind` with its gin bindings and `overrides`."""
     from zoo import plugins
     plugins.ensure_loaded()

@@ -149,7 +149,7 @@ class Registry:
         """The registered class or function."""
         return self.entry(name).obj
 
-    def create(self, name: str, **overrides) -> Any:
+    def create(self, name: str, /, **overrides) -> Any:
         """Builds `name` with its gin bindings, then `overrides` on top."""
         entry = self.entry(name)
         if entry.params is not None:
