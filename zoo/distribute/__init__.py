@@ -1,1 +1,5 @@
-"""tf.distribute strategies and DTensor meshes with layout maps."""
+"""tf.distribute strategies and DTensor meshes with layout maps (see base.py for the interface)."""
+
+from zoo.distribute.base import STRATEGIES, Distribution, get
+
+__all__ = ["Distribution", "STRATEGIES", "get"]
