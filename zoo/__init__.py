@@ -9,7 +9,8 @@ TensorFlow) and any installed plugins (unless ZOO_DISABLE_PLUGIN_AUTOLOAD=1).
 """
 
 from zoo.errors import UnknownNameError, ZooError
-from zoo.registry import REGISTRIES, Registry, registry
+from zoo.registry import REGISTRIES, Registry
+from zoo.registry import registry as get_registry
 
 __version__ = "0.1.0"
 
@@ -18,7 +19,7 @@ def create(kind: str, name: str, /, **overrides):
     """Builds the component `name` of `kind` with its gin bindings and `overrides`."""
     from zoo import plugins
     plugins.ensure_loaded()
-    return registry(kind).create(name, **overrides)
+    return get_registry(kind).create(name, **overrides)
 
 
 def list(kind: str = None, pattern: str = "*"):  # noqa: A001 -- the public API name
@@ -26,7 +27,7 @@ def list(kind: str = None, pattern: str = "*"):  # noqa: A001 -- the public API 
     from zoo import plugins
     plugins.ensure_loaded()
     if kind is not None:
-        return registry(kind).list(pattern)
+        return get_registry(kind).list(pattern)
     return [(k, n) for k in sorted(REGISTRIES) for n in REGISTRIES[k].list(pattern)]
 
 
@@ -36,5 +37,5 @@ def load_plugins(force: bool = False):
     return plugins.load_plugins(force=force)
 
 
-__all__ = ["create", "list", "load_plugins", "registry", "Registry", "REGISTRIES", "ZooError",
+__all__ = ["create", "list", "load_plugins", "get_registry", "Registry", "REGISTRIES", "ZooError",
            "UnknownNameError"]
