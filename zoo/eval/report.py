@@ -79,6 +79,7 @@ def _fmt(value) -> str:
 
 def summarize(results: Dict[str, Any]) -> str:
     """A readable multi-line summary of `results`."""
+    results = _jsonable(results)
     lines = []
     head = [("model", results.get("model_dir")), ("prompts", results.get("prompts")),
             ("prompt count", results.get("num_prompts")),
@@ -121,9 +122,9 @@ def write_results(output_dir, results: Dict[str, Any]) -> Tuple[Path, Path]:
     """Writes results.json and summary.txt into `output_dir` (atomically); returns their paths."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = add_group_stats(dict(results))
+    results = _jsonable(add_group_stats(dict(results)))
     json_path, summary_path = out / RESULTS_NAME, out / SUMMARY_NAME
-    _atomic_write(json_path, json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n")
+    _atomic_write(json_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     _atomic_write(summary_path, summarize(results))
     return json_path, summary_path
 
