@@ -1,0 +1,61 @@
+"""zoo-train: trains any stage (a registered task) with the one training loop.
+
+    zoo-train --gin_file=runs/demo_tokenizer.gin --model_dir=runs/tok
+    zoo-train --gin_file=runs/demo_tokenizer.gin --model_dir=runs/tok --steps=2000 --seed=1
+
+The same command resumes a run killed at any point (from its newest valid checkpoint).
+`--steps`, `--seed` and `--batch_size` override `train.steps`, `train.seed` and
+`train.batch_size` from the gin files. `--model_dir` overrides `train.model_dir`.
+"""
+
+from absl import flags
+
+from zoo.tools import common
+
+flags.DEFINE_integer("steps", None, "Total training steps (overrides train.steps).")
+flags.DEFINE_integer("seed", None, "Random seed of initial weights and data order "
+                     "(overrides train.seed).")
+flags.DEFINE_integer("batch_size", None, "Global batch size (overrides train.batch_size).")
+flags.DEFINE_bool("deterministic", None, "Enable TF op determinism (overrides "
+                  "train.deterministic).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+common.define_gin_flags()
+FLAGS = flags.FLAGS
+
+
+def _distribution_from_flags():
+    """The distribution chosen by --strategy/--mesh when zoo.distribute defines those flags."""
+    from zoo import distribute
+    from_flags = getattr(distribute, "from_flags", None)
+    return from_flags() if from_flags is not None else None
+
+
+def main(argv):
+    common.setup(argv)
+    import logging
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    from zoo.errors import ZooError
+    from zoo.train.loop import train
+    kwargs = {"progress": FLAGS.progress}
+    if FLAGS.model_dir:
+        kwargs["model_dir"] = FLAGS.model_dir
+    for name in ("steps", "seed", "batch_size", "deterministic"):
+        value = getattr(FLAGS, name)
+        if value is not None:
+            kwargs[name] = value
+    dist = _distribution_from_flags()
+    if dist is not None:
+        kwargs["distribution"] = dist
+    try:
+        train(**kwargs)
+    except ZooError as e:
+        # gin appends "In call to configurable 'train' (...)" to errors raised inside `train`.
+        raise ZooError(str(e).splitlines()[0]) from None
+
+
+def run():
+    common.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,156 @@
+"""What made a model directory: `run.json` (task, task config, seed, command, versions).
+
+    {"task": "vit_vqgan", "task_config": {...}, "seed": 0, "batch_size": 8,
+     "command": "zoo-train --gin_file=...", "versions": {"tensorflow": "2.21.0", ...},
+     "created": "...", "sessions": [{"start_step": 0, "command": ..., "time": ...}, ...]}
+
+`check_compatible` refuses to resume a directory made by another task or with another task
+config (e.g. another model size), showing a short diff.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+from typing import Any, Dict, List, Optional
+
+from zoo.errors import ZooError
+
+RUN_FILE = "run.json"
+_PACKAGES = ("zoo", "tensorflow", "keras", "tensorflow-text", "gin-config", "numpy",
+             "absl-py", "tensorflow-datasets", "sentencepiece")
+
+
+def package_versions() -> Dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
+
+
+def normalize(config: Any) -> Any:
+    """JSON round trip: tuples become lists, keys strings (what a reload would see)."""
+    try:
+        return json.loads(json.dumps(config, sort_keys=True))
+    except (TypeError, ValueError) as e:
+        raise ZooError(f"task config is not JSON-serialisable ({e}); Task.config() must return "
+                       f"plain values (numbers, strings, lists, dicts)") from None
+
+
+def read(model_dir: str) -> Optional[Dict[str, Any]]:
+    """run.json of `model_dir`, or None when there is none."""
+    path = os.path.join(model_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ZooError(f"{path} is unreadable ({e}); fix or move it, or use another "
+                       f"--model_dir") from None
+    if not isinstance(info, dict) or "task" not in info:
+        raise ZooError(f"{path} is not a zoo run file (no 'task' entry); use another --model_dir")
+    return info
+
+
+def write(model_dir: str, info: Dict[str, Any]) -> str:
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, RUN_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def new_info(task_name: str, task_config: Dict[str, Any], seed: int,
+             batch_size: int) -> Dict[str, Any]:
+    return {
+        "task": task_name,
+        "task_config": normalize(task_config),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "command": command_line(),
+        "versions": package_versions(),
+        "created": _now(),
+        "sessions": [],
+    }
+
+
+def add_session(info: Dict[str, Any], start_step: int) -> Dict[str, Any]:
+    info = dict(info)
+    info["sessions"] = list(info.get("sessions", [])) + [{
+        "start_step": int(start_step), "command": command_line(), "time": _now(),
+        "versions": package_versions()}]
+    return info
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def flatten(config: Any, prefix: str = "") -> Dict[str, Any]:
+    """{'a.b': 1, 'c[0]': 2} from nested dicts and lists."""
+    out = {}
+    if isinstance(config, dict):
+        for k in sorted(config):
+            out.update(flatten(config[k], f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(config, list) and config and any(isinstance(v, (dict, list)) for v in config):
+        for i, v in enumerate(config):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix or "(config)"] = config
+    return out
+
+
+def diff(saved: Any, new: Any, limit: int = 6) -> List[str]:
+    """Short lines 'key: saved -> new' for values that differ."""
+    a, b = flatten(saved), flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb:
+            lines.append(f"{key}: {_short(va)} -> {_short(vb)}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... {len(lines) - limit} more"]
+    return lines
+
+
+def _short(v: Any, n: int = 40) -> str:
+    s = v if isinstance(v, str) and v == "<absent>" else json.dumps(v)
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
+def check_compatible(model_dir: str, saved: Dict[str, Any], task_name: str,
+                     task_config: Dict[str, Any], seed: int) -> None:
+    """Raises ZooError when `model_dir` (run.json `saved`) was made by another task/config."""
+    if saved["task"] != task_name:
+        raise ZooError(
+            f"model_dir {model_dir} was written by task {saved['task']!r}, not {task_name!r}; "
+            f"use another --model_dir (nothing was changed)")
+    new = normalize(task_config)
+    old = saved.get("task_config", {})
+    if old != new:
+        changes = "; ".join(diff(old, new))
+        raise ZooError(
+            f"model_dir {model_dir} holds a {task_name!r} run with another task config "
+            f"(saved -> now: {changes}); resume with the saved config or use another "
+            f"--model_dir (nothing was changed)")
+    if "seed" in saved and int(saved["seed"]) != int(seed):
+        raise ZooError(
+            f"model_dir {model_dir} was trained with seed {saved['seed']}, not {seed}; the data "
+            f"order depends on it: resume with --seed={saved['seed']} or use another "
+            f"--model_dir (nothing was changed)")
