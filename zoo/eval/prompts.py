@@ -43,13 +43,15 @@ def partiprompts_path() -> Path:
     return Path(os.environ.get(PARTIPROMPTS_ENV) or PARTIPROMPTS_PATH)
 
 
-def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0) -> List[Prompt]:
+def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0,
+                 shapes_config=None) -> List[Prompt]:
     """Prompts from a name (`partiprompts`, `shapes`) or a file (`.tsv`, else one per line).
 
     Args:
         spec: what to load (see the module docstring).
         limit: at most this many (a category-balanced subset, see `select`); None for all.
-        seed: for `shapes`, which held-out captions are drawn.
+        seed: for `shapes`, the dataset seed the held-out captions are drawn with.
+        shapes_config: for `shapes`, the `ShapesConfig` of the training data.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ZooError(f"prompt set must be a file or one of partiprompts, shapes; got {spec!r}")
@@ -62,7 +64,7 @@ def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0) -> List[
                            f"--prompts=<path> (or set {PARTIPROMPTS_ENV})")
         prompts = read_tsv(path)
     elif spec.lower() in SHAPES_NAMES:
-        return shapes_prompts(limit or DEFAULT_SHAPES_PROMPTS, seed=seed)
+        return shapes_prompts(limit or DEFAULT_SHAPES_PROMPTS, seed=seed, config=shapes_config)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
@@ -168,22 +170,26 @@ def select(prompts: List[Prompt], limit: int) -> List[Prompt]:
     return [p for p in prompts if id(p) in picked]
 
 
-def shapes_prompts(count: int = DEFAULT_SHAPES_PROMPTS, seed: int = 0) -> List[Prompt]:
-    """Held-out captions of the built-in synthetic shapes data (not seen in training)."""
-    try:
-        from zoo.data import shapes
-    except ImportError as e:
-        raise ZooError(f"the shapes prompt set needs zoo.data.shapes ({e})") from None
-    captions = shapes.heldout_captions(count, seed=seed)
-    return [Prompt(c, category=_shapes_category(c), source=f"shapes:{i}")
-            for i, c in enumerate(captions)]
+def shapes_prompts(count: int = DEFAULT_SHAPES_PROMPTS, seed: int = 0,
+                   config=None) -> List[Prompt]:
+    """Held-out captions of the built-in synthetic shapes data (its `test` split).
 
+    The test split draws only caption meanings that never occur in training, so these prompts
+    ask for combinations a model trained on the shapes data has not seen. Grouped in the
+    gallery by how many objects they describe.
 
-def _shapes_category(caption: str) -> Optional[str]:
-    """Groups shapes captions in the gallery by how many objects they describe."""
-    try:
-        from zoo.data import shapes
-        describe = getattr(shapes, "caption_category", None)
-        return describe(caption) if describe else None
-    except ImportError:
-        return None
+    Args:
+        count: how many prompts.
+        seed: the dataset seed (use the training data's, so held-out really means held out).
+        config: a `zoo.data.shapes.ShapesConfig` (the training data's), default settings if None.
+    """
+    if int(count) < 1:
+        raise ZooError(f"number of prompts must be at least 1, got {count}")
+    from zoo.data import shapes
+    prompts = []
+    for i in range(int(count)):
+        text = shapes.caption(seed, i, "test", config)
+        n = sum(g.count for g in shapes.parse_caption(text))
+        prompts.append(Prompt(text, category=f"{n} object{'s' if n > 1 else ''}",
+                              source=f"shapes test split, seed {seed}, index {i}"))
+    return prompts
