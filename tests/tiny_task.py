@@ -1,11 +1,12 @@
 """A tiny real Task for the training-loop tests: an MLP regression on data derived from (seed, step).
 
-`register()` registers it as task `test_tiny_regression` (done by the `train_script` entry
-script so `zoo-train` can run it from a gin file; in-process tests pass instances, so the
-registry seen by other test files is unchanged).
+`register()` registers it as task `test_tiny_regression` (and a twin class as
+`test_tiny_regression_other`); subprocess tests load it as a plugin (`PLUGIN_SOURCE`), and
+in-process tests pass instances or unregister afterwards, so other test files see an unchanged
+registry.
 """
 
-import textwrap
+import os
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ from zoo.registry import TASKS
 from zoo.train.task import Task, UpdateGroup
 
 NAME = "test_tiny_regression"
+OTHER_NAME = "test_tiny_regression_other"  # "another model" for the model-dir checks
 
 
 class TinyRegression(Task):
@@ -29,11 +31,14 @@ class TinyRegression(Task):
             (like a generator / discriminator pair).
         clip_norm: global-norm clipping of the main group.
         nan_at_step: the targets of this step are inf (a non-finite loss); -1: never.
+        nan_grad_at_step: at this step the loss stays finite but its gradient is NaN.
         image_size: side of the images returned by `summaries`.
+        optimizer: "adam" or "sgd" (the main group's optimizer).
     """
 
     def __init__(self, hidden=8, in_dim=4, dropout=0.1, learning_rate=0.01, two_groups=False,
-                 clip_norm=None, nan_at_step=-1, image_size=4):
+                 clip_norm=None, nan_at_step=-1, nan_grad_at_step=-1, image_size=4,
+                 optimizer="adam"):
         self.hidden = hidden
         self.in_dim = in_dim
         self.dropout = dropout
@@ -41,14 +46,17 @@ class TinyRegression(Task):
         self.two_groups = two_groups
         self.clip_norm = clip_norm
         self.nan_at_step = nan_at_step
+        self.nan_grad_at_step = nan_grad_at_step
         self.image_size = image_size
+        self.optimizer_name = optimizer
         self.after_steps = []
 
     def config(self):
         return dict(hidden=self.hidden, in_dim=self.in_dim, dropout=self.dropout,
                     learning_rate=self.learning_rate, two_groups=self.two_groups,
                     clip_norm=self.clip_norm, nan_at_step=self.nan_at_step,
-                    image_size=self.image_size)
+                    nan_grad_at_step=self.nan_grad_at_step, image_size=self.image_size,
+                    optimizer=self.optimizer_name)
 
     def build(self):
         self.model = keras.Sequential([
@@ -57,7 +65,8 @@ class TinyRegression(Task):
             keras.layers.Dropout(self.dropout),
             keras.layers.Dense(1),
         ], name="mlp")
-        self.optimizer = keras.optimizers.Adam(self.learning_rate)
+        opt = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[self.optimizer_name]
+        self.optimizer = opt(self.learning_rate)
         self.optimizer.build(self.model.trainable_variables)
         if self.two_groups:
             self.critic = keras.Sequential([keras.Input((self.in_dim,)), keras.layers.Dense(1)],
@@ -66,7 +75,7 @@ class TinyRegression(Task):
             self.critic_optimizer.build(self.critic.trainable_variables)
 
     def dataset(self, batch_size, seed, start_step=0):
-        in_dim, nan_at = self.in_dim, self.nan_at_step
+        in_dim, nan_at, nan_grad_at = self.in_dim, self.nan_at_step, self.nan_grad_at_step
         w_true = tf.constant(np.linspace(-1.0, 1.0, in_dim)[:, None], tf.float32)
 
         def make(step):
@@ -75,7 +84,8 @@ class TinyRegression(Task):
             noise = tf.random.stateless_normal([batch_size, 1], seed=s + 7)
             y = tf.matmul(x, w_true) + 0.1 * noise
             y = tf.where(tf.equal(step, nan_at), tf.fill(tf.shape(y), np.inf), y)
-            return {"x": x, "y": y, "step": tf.fill([batch_size], step)}
+            g = tf.cast(tf.equal(step, nan_grad_at), tf.float32)
+            return {"x": x, "y": y, "g": g, "step": tf.fill([batch_size], step)}
 
         return tf.data.Dataset.range(start_step, 2 ** 62).map(make)
 
@@ -90,6 +100,9 @@ class TinyRegression(Task):
     def losses(self, batch, training=True):
         pred = self.model(batch["x"], training=training)
         main = tf.reduce_mean(tf.square(pred - batch["y"]))
+        # g = 1: + sqrt(0 * sum(pred)) = 0, whose gradient is inf * 0 = NaN; g = 0: + 0.
+        g = batch["g"]
+        main = main + tf.sqrt(g * 0.0 * tf.reduce_sum(pred) + (1.0 - g)) - (1.0 - g)
         losses = {"main": main}
         metrics = {"mae": tf.reduce_mean(tf.abs(pred - batch["y"]))}
         if self.two_groups:
@@ -119,23 +132,28 @@ class TinyRegression(Task):
         return out
 
 
+class OtherTiny(TinyRegression):
+    """The same regression under another name (a model directory of "another model")."""
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+# A zoo plugin module registering the tiny tasks (tests install it with make_plugin_dist).
+PLUGIN_SOURCE = f"""
+import sys
+sys.path.insert(0, {TESTS_DIR!r})
+import tiny_task
+tiny_task.register()
+"""
+
+
 def register():
-    """Registers the task as `test_tiny_regression` (undo with TASKS.unregister(NAME))."""
-    if NAME not in TASKS:
-        TASKS.register(NAME)(TinyRegression)
+    """Registers the task as `test_tiny_regression` and `test_tiny_regression_other`."""
+    for name in (NAME, OTHER_NAME):
+        if name not in TASKS:
+            TASKS.register(name)(OtherTiny if name == OTHER_NAME else TinyRegression)
 
 
-def train_script(path):
-    """Writes a zoo-train entry script that first registers this task; returns its path."""
-    import os
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(f"""\
-            import sys
-            sys.path.insert(0, {here!r})
-            import tiny_task
-            tiny_task.register()
-            from zoo.tools.train import run
-            run()
-            """))
-    return path
+def unregister():
+    for name in (NAME, OTHER_NAME):
+        if name in TASKS:
+            TASKS.unregister(name)

@@ -36,9 +36,10 @@ MANIFEST = "manifest.json"
 _NAME = re.compile(r"^ckpt-(\d+)$")
 _TMP = re.compile(r"^ckpt-\d+\.tmp-\d+$|^ckpt-\d+\.deleting$")
 
-# Test-only hook: "kill:<step>" SIGKILLs this process inside the save of checkpoint <step>
-# after the files are written and before the directory is renamed; "sleep:<step>:<seconds>"
-# sleeps there instead (so a test can kill the process from outside during the write).
+# Test-only hook (tests/test_resume.py): "kill:<step>" SIGKILLs this process inside the save
+# of checkpoint <step>, after TF wrote its files and before the manifest and the rename;
+# "sleep:<step>:<seconds>" sleeps there instead (so a test can kill it from outside);
+# "killafter:<step>" SIGKILLs it right after checkpoint <step> is complete.
 HOOK_ENV = "ZOO_TEST_CHECKPOINT_HOOK"
 
 
@@ -73,12 +74,16 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _test_hook(step: int) -> None:
+def _test_hook(step: int, where: str) -> None:
     spec = os.environ.get(HOOK_ENV, "")
     if not spec:
         return
     parts = spec.split(":")
     if len(parts) >= 2 and int(parts[1]) == step:
+        if parts[0] == "killafter" and where == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if where != "during":
+            return
         if parts[0] == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif parts[0] == "sleep":
@@ -183,6 +188,7 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         self.checkpoint.write(os.path.join(tmp, PREFIX))
+        _test_hook(step, "during")
         files = {}
         for fname in sorted(os.listdir(tmp)):
             fpath = os.path.join(tmp, fname)
@@ -195,7 +201,6 @@ class CheckpointManager:
             f.flush()
             os.fsync(f.fileno())
         _fsync_dir(tmp)
-        _test_hook(step)
         if os.path.exists(final):
             # Only reachable after a fallback from a corrupt `final`: keep it for inspection.
             aside = _free_name(final + ".corrupt")
@@ -204,6 +209,7 @@ class CheckpointManager:
         os.rename(tmp, final)
         _fsync_dir(self.directory)
         self._apply_keep_policy()
+        _test_hook(step, "after")
         return final
 
     def _apply_keep_policy(self) -> None:
