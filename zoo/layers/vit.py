@@ -1,0 +1,260 @@
+"""Vision Transformer building blocks for the ViT-VQGAN tokenizer (patchify, blocks, heads)."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def track_list(owner, prefix, layers):
+    """Sets each layer of a list as its own attribute (`prefix0`, `prefix1`, ...).
+
+    Keras 3 layers held only in a Python list are not tf.train.Checkpoint dependencies (their
+    weights are silently left out of checkpoints written with tf.train.Checkpoint); as named
+    attributes they are.
+    """
+    for i, layer in enumerate(layers):
+        setattr(owner, f"{prefix}{i}", layer)
+
+
+def _dense(units, name, activation=None, use_bias=True):
+    return keras.layers.Dense(units, activation=activation, use_bias=use_bias, name=name,
+                              kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PatchEmbed(keras.layers.Layer):
+    """Splits images into non-overlapping patches and projects each one to `dim`.
+
+    Args:
+        patch_size: int. Side of a square patch.
+        dim: int. Output width.
+    """
+
+    def __init__(self, patch_size, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+        self.dim = dim
+        self.proj = _dense(dim, "proj")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.proj.build((None, None, self.patch_size * self.patch_size * channels))
+
+    def call(self, images):
+        return self.proj(patchify(images, self.patch_size))
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size, "dim": self.dim}
+
+
+def patchify(images, patch_size):
+    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C], patches in raster order."""
+    shape = ops.shape(images)
+    b, h, w, c = shape[0], shape[1], shape[2], images.shape[-1]
+    p = patch_size
+    x = ops.reshape(images, (b, h // p, p, w // p, p, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (b, (h // p) * (w // p), p * p * c))
+
+
+def unpatchify(tokens, grid, patch_size, channels):
+    """[B, h*w, p*p*C] -> [B, h*p, w*p, C] (inverse of `patchify`)."""
+    b = ops.shape(tokens)[0]
+    gh, gw = grid
+    p = patch_size
+    x = ops.reshape(tokens, (b, gh, gw, p, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (b, gh * p, gw * p, channels))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute position embeddings added to a fixed-length token sequence.
+
+    Args:
+        length: int. Number of tokens.
+        dim: int. Token width.
+    """
+
+    def __init__(self, length, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+        self.dim = dim
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            name="embedding", shape=(self.length, self.dim),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+
+    def call(self, x):
+        return x + ops.cast(self.embedding, x.dtype)[None]
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SelfAttention(keras.layers.Layer):
+    """Bidirectional multi-head self-attention with a fused qkv projection.
+
+    Args:
+        dim: int. Input and output width.
+        heads: int. Number of heads.
+        head_dim: int or None. Width of one head; None means dim // heads. The inner width
+            heads * head_dim may differ from dim.
+        dropout: float. Dropout on the attention probabilities.
+    """
+
+    def __init__(self, dim, heads, head_dim=None, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = head_dim
+        self.dropout = dropout
+        self._head_dim = head_dim or dim // heads
+        inner = heads * self._head_dim
+        self.qkv = _dense(3 * inner, "qkv")
+        self.out = _dense(dim, "out")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.out.build(tuple(input_shape[:-1]) + (self.heads * self._head_dim,))
+
+    def call(self, x, training=False):
+        b, n = ops.shape(x)[0], ops.shape(x)[1]
+        h, d = self.heads, self._head_dim
+        qkv = ops.reshape(self.qkv(x), (b, n, 3, h, d))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, heads, N, d]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(d))
+        probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        probs = self.drop(ops.cast(probs, v.dtype), training=training)
+        y = ops.matmul(probs, v)  # [B, heads, N, d]
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (b, n, h * d))
+        return self.out(y)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+                "head_dim": self.head_dim, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)); x + MLP(LN(x)) with GELU.
+
+    Args:
+        dim: int. Token width.
+        heads: int. Attention heads.
+        mlp_dim: int. Hidden width of the MLP.
+        head_dim: int or None. Width of one attention head (None: dim // heads).
+        dropout: float. Dropout after attention and MLP.
+    """
+
+    def __init__(self, dim, heads, mlp_dim, head_dim=None, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.heads = heads
+        self.mlp_dim = mlp_dim
+        self.head_dim = head_dim
+        self.dropout = dropout
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm1")
+        self.attn = SelfAttention(dim, heads, head_dim=head_dim, dropout=dropout, name="attn")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm2")
+        self.fc1 = _dense(mlp_dim, "fc1", activation="gelu")
+        self.fc2 = _dense(dim, "fc2")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.fc1):
+            layer.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+
+    def call(self, x, training=False):
+        x = x + self.drop(self.attn(self.norm1(x), training=training), training=training)
+        y = self.fc2(self.fc1(self.norm2(x)))
+        return x + self.drop(y, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+                "mlp_dim": self.mlp_dim, "head_dim": self.head_dim, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ViTStack(keras.layers.Layer):
+    """Position embeddings + `blocks` transformer blocks + a final LayerNorm.
+
+    Args:
+        length: int. Number of tokens (fixed; position embeddings are learned).
+        blocks: int. Number of transformer blocks.
+        dim, heads, mlp_dim, head_dim, dropout: as in `TransformerBlock`.
+    """
+
+    def __init__(self, length, blocks, dim, heads, mlp_dim, head_dim=None, dropout=0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+        self.blocks = blocks
+        self.dim = dim
+        self.heads = heads
+        self.mlp_dim = mlp_dim
+        self.head_dim = head_dim
+        self.dropout = dropout
+        self.pos = PositionEmbedding(length, dim, name="pos")
+        self.layers_ = [TransformerBlock(dim, heads, mlp_dim, head_dim=head_dim, dropout=dropout,
+                                         name=f"block{i}") for i in range(blocks)]
+        track_list(self, "block", self.layers_)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
+
+    def build(self, input_shape):
+        self.pos.build(input_shape)
+        for layer in self.layers_:
+            layer.build(input_shape)
+        self.norm.build(input_shape)
+
+    def call(self, x, training=False):
+        x = self.pos(x)
+        for layer in self.layers_:
+            x = layer(x, training=training)
+        return self.norm(x)
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length, "blocks": self.blocks,
+                "dim": self.dim, "heads": self.heads, "mlp_dim": self.mlp_dim,
+                "head_dim": self.head_dim, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TanhHead(keras.layers.Layer):
+    """ViT-VQGAN's output head: a two-layer feed-forward network with tanh in the middle.
+
+    Args:
+        hidden: int. Hidden width.
+        units: int. Output width.
+    """
+
+    def __init__(self, hidden, units, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = hidden
+        self.units = units
+        self.fc1 = _dense(hidden, "fc1", activation="tanh")
+        self.fc2 = _dense(units, "fc2")
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.hidden,))
+
+    def call(self, x):
+        return self.fc2(self.fc1(x))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "units": self.units}
+
+
+def transformer_block_params(dim, heads, mlp_dim, head_dim=None):
+    """Parameter count of one `TransformerBlock` (analytic, no weights allocated)."""
+    inner = heads * (head_dim or dim // heads)
+    attn = dim * 3 * inner + 3 * inner + inner * dim + dim
+    mlp = dim * mlp_dim + mlp_dim + mlp_dim * dim + dim
+    return attn + mlp + 4 * dim  # two LayerNorms

@@ -1,0 +1,194 @@
+"""Training stage for the super-resolution upsampler (task `superres`).
+
+Pairs (Parti sec. 2.1): input = the tokenizer's reconstruction of the downsampled image, target =
+the original; losses L2 + perceptual + adversarial (weights configurable). Without a tokenizer
+run (`tokenizer_dir = None`) the input is the area-downsampled image itself.
+
+    train.task = 'superres'
+    superres_task.upsampler = 'wdsr_tiny'
+    superres_task.tokenizer_dir = 'runs/tokenizer_tiny'
+"""
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from zoo.errors import ZooError
+from zoo.models import losses as L
+from zoo.registry import DISCRIMINATORS, FEATURE_NETWORKS, TASKS, UPSAMPLERS
+from zoo.train.task import Task, UpdateGroup
+from zoo.train.tokenizer_task import (load_tokenizer, make_data, make_optimizer,
+                                      resolved_options, side_by_side)
+
+
+@TASKS.register("superres")
+class SuperResTask(Task):
+    """Trains a registered upsampler on (tokenizer reconstruction of downsampled -> original).
+
+    Args:
+        upsampler: str. Registered upsampler name.
+        upsampler_options: dict. Overrides for it.
+        image_size: int. Target (high-resolution) side; the input side is image_size / scale.
+        tokenizer_dir: str or None. A `vit_vqgan` run whose tokenizer makes the inputs (its
+            image_size must be image_size / scale); None uses the downsampled images.
+        dataset, dataset_options: the data (as in the `vit_vqgan` task).
+        l2_weight, perceptual_weight, adversarial_weight: float. Loss weights.
+        feature_network, feature_network_options: the perceptual loss's network.
+        discriminator, discriminator_options, r1_weight, adversarial_start_step: the GAN part.
+        learning_rate, end_learning_rate, warmup_steps, total_steps, discriminator_learning_rate,
+            beta_1, beta_2, weight_decay, clip_norm: optimizers (AdamW, warm-up + cosine).
+        image_summaries: int. Pairs shown in the summary grid.
+    """
+
+    def __init__(self, upsampler="wdsr_tiny", upsampler_options=None, image_size=64,
+                 tokenizer_dir=None, dataset="synthetic_shapes", dataset_options=None,
+                 l2_weight=1.0, perceptual_weight=0.1, adversarial_weight=0.1,
+                 feature_network="vgg16", feature_network_options=None,
+                 discriminator="stylegan", discriminator_options=None, r1_weight=0.0,
+                 adversarial_start_step=0, learning_rate=1e-4, end_learning_rate=5e-5,
+                 warmup_steps=1000, total_steps=100000, discriminator_learning_rate=None,
+                 beta_1=0.9, beta_2=0.99, weight_decay=1e-4, clip_norm=None, image_summaries=8):
+        self.upsampler_name = upsampler
+        self.upsampler_options = resolved_options(UPSAMPLERS, upsampler, upsampler_options)
+        self.image_size = int(image_size)
+        self.tokenizer_dir = tokenizer_dir
+        self.dataset_name = dataset
+        self.dataset_options = dict(dataset_options or {})
+        self.l2_weight = float(l2_weight)
+        self.perceptual_weight = float(perceptual_weight)
+        self.adversarial_weight = float(adversarial_weight)
+        self.feature_network = feature_network
+        self.feature_network_options = (
+            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
+            if perceptual_weight else dict(feature_network_options or {}))
+        self.discriminator_name = discriminator
+        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
+                                                      discriminator_options)
+        self.r1_weight = float(r1_weight)
+        self.adversarial_start_step = int(adversarial_start_step)
+        self.learning_rate = float(learning_rate)
+        self.end_learning_rate = float(end_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.discriminator_learning_rate = discriminator_learning_rate
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = clip_norm
+        self.image_summaries = int(image_summaries)
+        self.upsampler = None
+        self.tokenizer = None
+
+    def config(self):
+        keys = ("upsampler_options", "image_size", "tokenizer_dir", "dataset_options",
+                "l2_weight", "perceptual_weight", "adversarial_weight", "feature_network",
+                "feature_network_options", "discriminator_options", "r1_weight",
+                "adversarial_start_step", "learning_rate", "end_learning_rate", "warmup_steps",
+                "total_steps", "discriminator_learning_rate", "beta_1", "beta_2",
+                "weight_decay", "clip_norm", "image_summaries")
+        out = {k: getattr(self, k) for k in keys}
+        out.update(upsampler=self.upsampler_name, dataset=self.dataset_name,
+                   discriminator=self.discriminator_name)
+        return out
+
+    @property
+    def adversarial(self):
+        return self.adversarial_weight > 0
+
+    def build(self):
+        self.upsampler = UPSAMPLERS.create(self.upsampler_name, **self.upsampler_options)
+        scale = self.upsampler.scale
+        if self.image_size % scale:
+            raise ZooError(f"superres image_size {self.image_size} is not a multiple of the "
+                           f"upsampler's scale {scale}")
+        self.low_size = self.image_size // scale
+        if self.tokenizer_dir:
+            self.tokenizer = load_tokenizer(self.tokenizer_dir)
+            self.tokenizer.trainable = False
+            if self.tokenizer.image_size != self.low_size:
+                raise ZooError(
+                    f"the tokenizer in {self.tokenizer_dir} takes {self.tokenizer.image_size}"
+                    f"x{self.tokenizer.image_size} images but the upsampler's inputs are "
+                    f"{self.low_size}x{self.low_size} (image_size {self.image_size} / scale "
+                    f"{scale}); set superres_task.image_size = "
+                    f"{self.tokenizer.image_size * scale}")
+        self.features = (FEATURE_NETWORKS.create(self.feature_network,
+                                                 **self.feature_network_options)
+                         if self.perceptual_weight else None)
+        self.discriminator = None
+        sched = (self.learning_rate, self.end_learning_rate, self.warmup_steps,
+                 self.total_steps)
+        self.generator_optimizer = make_optimizer(*sched, self.beta_1, self.beta_2,
+                                                  self.weight_decay, "upsampler_adamw")
+        self.generator_optimizer.build(self.upsampler.trainable_variables)
+        if self.adversarial:
+            opts = {"image_size": self.image_size, **self.discriminator_options}
+            self.discriminator = DISCRIMINATORS.create(self.discriminator_name, **opts)
+            d_lr = self.discriminator_learning_rate or self.learning_rate
+            self.discriminator_optimizer = make_optimizer(
+                d_lr, self.end_learning_rate * d_lr / self.learning_rate, self.warmup_steps,
+                self.total_steps, self.beta_1, self.beta_2, self.weight_decay,
+                "discriminator_adamw")
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def dataset(self, batch_size, seed, start_step=0):
+        return make_data(self.dataset_name, "train", self.image_size, batch_size, seed,
+                         start_step, self.dataset_options)
+
+    def update_groups(self):
+        groups = [UpdateGroup("generator", self.generator_optimizer,
+                              list(self.upsampler.trainable_variables), self.clip_norm)]
+        if self.adversarial:
+            groups.append(UpdateGroup("discriminator", self.discriminator_optimizer,
+                                      list(self.discriminator.trainable_variables),
+                                      self.clip_norm))
+        return groups
+
+    def trackables(self):
+        out = {"upsampler": self.upsampler}
+        if self.discriminator is not None:
+            out["discriminator"] = self.discriminator
+        return out
+
+    def inputs(self, images):
+        """The upsampler's inputs for high-resolution `images`."""
+        low = tf.image.resize(images, (self.low_size, self.low_size), method="area")
+        if self.tokenizer is not None:
+            low = self.tokenizer.decode(self.tokenizer.encode(low))
+        return tf.stop_gradient(low)
+
+    def losses(self, batch, training=True):
+        images = tf.cast(batch["image"], tf.float32)
+        low = self.inputs(images)
+        pred = self.upsampler(low, training=training)
+        l2 = L.l2_loss(images, pred)
+        g_loss = self.l2_weight * l2
+        baseline = tf.image.resize(low, (self.image_size, self.image_size), method="bilinear")
+        metrics = {"l2": l2, "psnr": L.psnr(images, ops.clip(pred, 0.0, 1.0)),
+                   "psnr_bilinear": L.psnr(images, ops.clip(baseline, 0.0, 1.0))}
+        if self.features is not None:
+            p = L.perceptual_loss(self.features, images, pred)
+            g_loss += self.perceptual_weight * p
+            metrics["perceptual"] = p
+        losses = {}
+        if self.adversarial:
+            on = tf.cast(self.generator_optimizer.iterations >= self.adversarial_start_step,
+                         tf.float32)
+            fake = self.discriminator(pred, training=training)
+            real = self.discriminator(images, training=training)
+            g_adv = L.generator_adversarial_loss(fake)
+            d_loss = L.discriminator_adversarial_loss(real, fake)
+            if self.r1_weight:
+                r1 = L.r1_penalty(self.discriminator, images)
+                d_loss += 0.5 * self.r1_weight * r1
+                metrics["r1"] = r1
+            g_loss += on * self.adversarial_weight * g_adv
+            losses["discriminator"] = on * d_loss
+            metrics["generator_adversarial"] = g_adv
+            metrics["discriminator_logistic"] = d_loss
+        losses["generator"] = g_loss
+        return losses, metrics
+
+    def summaries(self, batch):
+        images = np.asarray(batch["image"], np.float32)[: self.image_summaries]
+        pred = np.asarray(self.upsampler.upsample(self.inputs(tf.constant(images))))
+        return {"upsampled": side_by_side(images, pred)}
