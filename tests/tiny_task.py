@@ -154,6 +154,8 @@ def register():
 
 
 def unregister():
+    import gin
+    gin.clear_config()  # gin's operative config would still name the removed configurables
     for name in (NAME, OTHER_NAME):
         if name in TASKS:
             TASKS.unregister(name)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import tokenize
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -100,6 +101,10 @@ def translate_gin_error(e: BaseException, where: str) -> ZooError:
     m = _IN_FILE.search(msg)
     if m:
         loc = f"{m.group(1)}, line {m.group(2)}"
+    if isinstance(e, tokenize.TokenError) and len(e.args) == 2 and isinstance(e.args[1], tuple):
+        # e.g. an unclosed bracket: ('EOF in multi-line statement', (line, col)).
+        return ZooError(f"gin syntax error in {where}, line {e.args[1][0]}: {e.args[0]} "
+                        f"(an unclosed bracket or string?)")
     if isinstance(e, SyntaxError):
         filename = getattr(e, "filename", None) or where
         lineno = getattr(e, "lineno", None)

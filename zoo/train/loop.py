@@ -221,8 +221,7 @@ def _finite(x: float) -> bool:
 
 
 @gin.configurable("train", module="zoo.train", denylist=["distribution"])
-def train(task=gin.REQUIRED, model_dir=gin.REQUIRED, steps=gin.REQUIRED,
-          batch_size=gin.REQUIRED, seed: int = 0, *, distribution=None,
+def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0, *, distribution=None,
           checkpoint_every: int = 1000, keep_last: int = 3, keep_every: Optional[int] = None,
           summary_every: int = 100, image_summary_every: int = 1000,
           skip_nonfinite: bool = False, max_nonfinite: Optional[int] = None,
@@ -232,6 +231,8 @@ def train(task=gin.REQUIRED, model_dir=gin.REQUIRED, steps=gin.REQUIRED,
 
     Args:
         task: a registered task name (built with its gin bindings) or a `Task` instance.
+            task, model_dir, steps and batch_size are required (None gives a ZooError saying
+            how to set them, rather than gin's "Required bindings" traceback).
         model_dir: checkpoints, run.json, operative_config.gin and summaries (`train/`) go here.
         steps: total number of steps (a resumed run continues up to it).
         batch_size: global batch size.
@@ -253,6 +254,9 @@ def train(task=gin.REQUIRED, model_dir=gin.REQUIRED, steps=gin.REQUIRED,
         check_crc: verify the CRC32 of the checkpoint files before restoring.
     """
     t_start = time.time()
+    if task is None:
+        raise ZooError("no task given: set `train.task = '<name>'` in a gin file "
+                       "(zoo-list task shows the names)")
     _check_args(model_dir, steps, batch_size, checkpoint_every, summary_every,
                 image_summary_every)
     steps, batch_size, seed = int(steps), int(batch_size), int(seed)
@@ -271,6 +275,10 @@ def train(task=gin.REQUIRED, model_dir=gin.REQUIRED, steps=gin.REQUIRED,
     task_config = task.config()
     if saved is not None:
         run_info.check_compatible(model_dir, saved, name, task_config, seed)
+        if int(saved.get("batch_size", batch_size)) != batch_size:
+            print(f"zoo-train: warning: {model_dir} was started with batch_size "
+                  f"{saved['batch_size']}, now {batch_size}: the resumed run sees other "
+                  f"batches than an uninterrupted one", file=sys.stderr, flush=True)
     else:
         run_info.normalize(task_config)  # fails early when not JSON-able
 
@@ -304,7 +312,13 @@ def train(task=gin.REQUIRED, model_dir=gin.REQUIRED, steps=gin.REQUIRED,
     if is_chief:
         info = saved if saved is not None else run_info.new_info(name, task_config, seed,
                                                                  batch_size)
-        run_info.write(model_dir, run_info.add_session(info, start_step))
+        args = dict(steps=steps, batch_size=batch_size, seed=seed,
+                    distribution=getattr(dist, "describe", lambda: str(dist))(),
+                    checkpoint_every=checkpoint_every, keep_last=keep_last,
+                    keep_every=keep_every, skip_nonfinite=skip_nonfinite,
+                    max_nonfinite=max_nonfinite, deterministic=deterministic,
+                    jit_compile=jit_compile)
+        run_info.write(model_dir, run_info.add_session(info, start_step, args))
         _write_operative_config(model_dir, start_step)
 
     if start_step >= steps:
@@ -505,7 +519,7 @@ def _restore_latest(manager: ckpt_lib.CheckpointManager, model_dir: str) -> Opti
             raise ZooError(f"checkpoint {path} does not match the task's variables "
                            f"({str(e).splitlines()[0][:300]}); use another --model_dir "
                            f"(nothing was changed)") from None
-        log.info("zoo: resumed from %s", path)
+        print(f"zoo-train: resumed from {path}", file=sys.stderr, flush=True)
         return path
 
 
@@ -554,9 +568,13 @@ def _progress_bar(enabled, start, total):
 
 def _write_operative_config(model_dir: str, start_step: int) -> None:
     """operative_config.gin; a resumed session with another config also writes its own file."""
-    text = gin.operative_config_str()
-    if not text.strip():
-        text = gin.config_str()
+    try:
+        text = gin.operative_config_str()
+        if not text.strip():
+            text = gin.config_str()
+    except Exception as e:  # noqa: BLE001 -- e.g. a configurable unregistered since its call
+        log.warning("zoo: could not write the operative gin config: %r", e)
+        return
     if not text.strip():
         return
     path = os.path.join(model_dir, "operative_config.gin")

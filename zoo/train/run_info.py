@@ -90,11 +90,15 @@ def new_info(task_name: str, task_config: Dict[str, Any], seed: int,
     }
 
 
-def add_session(info: Dict[str, Any], start_step: int) -> Dict[str, Any]:
+def add_session(info: Dict[str, Any], start_step: int,
+                args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """`info` plus one entry for this session (a start or a resume): the step it started at,
+    its command line, the loop's arguments (gin's operative config omits arguments passed
+    explicitly, e.g. by --steps) and package versions."""
     info = dict(info)
-    info["sessions"] = list(info.get("sessions", [])) + [{
-        "start_step": int(start_step), "command": command_line(), "time": _now(),
-        "versions": package_versions()}]
+    session = {"start_step": int(start_step), "command": command_line(), "time": _now(),
+               "args": normalize(args or {}), "versions": package_versions()}
+    info["sessions"] = list(info.get("sessions", [])) + [session]
     return info
 
 
