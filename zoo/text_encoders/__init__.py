@@ -1,1 +1,4 @@
 """Text encoders: Parti's transformer encoder, masked-LM and contrastive pretraining."""
+
+# Pretraining tasks (mlm, contrastive), the contrastive scorer, pretrained encoders (issue 7).
+from zoo.text_encoders import contrastive, mlm, pretrained, scorer  # noqa: F401,E402
