@@ -100,7 +100,11 @@ class FactorizedQuantizer(keras.layers.Layer):
         self.counter.assign_add(ops.cast(1, "int64"))
         # Keep a random sample of this batch's latents for dead-code restarts.
         n = ops.shape(flat_latents)[0]
-        idx = tf.random.uniform((self.codebook_size,), 0, n, dtype=tf.int32)
+        # Stateless, seeded by the (checkpointed) counter: a resumed run draws the same sample.
+        seed = tf.stack([tf.cast(tf.convert_to_tensor(self.counter), tf.int64),
+                         tf.constant(0x5EED, tf.int64)])
+        idx = tf.random.stateless_uniform((self.codebook_size,), seed=seed, minval=0, maxval=n,
+                                          dtype=tf.int32)
         self.latents.assign(ops.take(flat_latents, idx, axis=0))
 
     def usage(self):
