@@ -149,3 +149,29 @@ def mlm_run(steps=60):
                        progress=False)
         _RUNS["mlm"] = (model_dir, result)
     return _RUNS["mlm"]
+
+
+TINY_VIT = {"image_size": 32, "patch_size": 8, "image_width": 32, "image_layers": 1,
+            "image_heads": 2, "image_mlp_dim": 64, "embed_dim": 32}
+
+
+def contrastive_run(steps=40):
+    """(model_dir, TrainResult) of a tiny `contrastive` run on synthetic_shapes (once)."""
+    if "contrastive" not in _RUNS:
+        import tempfile
+
+        from zoo.text_encoders.contrastive import ContrastiveTask
+        from zoo.train.loop import train
+        folder = tempfile.mkdtemp(prefix="zoo_te_con_")
+        task = ContrastiveTask(
+            encoder="parti_encoder", encoder_config=TINY_ENCODER,
+            tokenizer_config={"model_path": spm_model(), "max_length": 16},
+            dataset="synthetic_shapes",
+            dataset_config={"max_objects": 1, "sizes": ["large"], "count_probability": 0.0},
+            learning_rate=3e-3, warmup_steps=5, **TINY_VIT)
+        model_dir = os.path.join(folder, "run")
+        result = train(task=task, model_dir=model_dir, steps=steps, batch_size=32, seed=0,
+                       checkpoint_every=steps, summary_every=0, image_summary_every=0,
+                       progress=False)
+        _RUNS["contrastive"] = (model_dir, result)
+    return _RUNS["contrastive"]

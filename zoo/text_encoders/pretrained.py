@@ -132,10 +132,11 @@ def load_encoder_weights(encoder, source, step: Optional[int] = None) -> None:
     if not encoder.built or not encoder.weights:
         raise ZooError("load_encoder_weights: build the encoder before loading weights into it")
     target = relative_weights(encoder)
-    missing = sorted(set(target) - set(weights))
-    unexpected = sorted(set(weights) - set(target))
-    shapes = sorted(k for k in set(target) & set(weights)
-                    if tuple(target[k].shape) != tuple(weights[k].shape))
+    # In the encoder's weight order (embeddings first), so the first ones named say most.
+    missing = [k for k in target if k not in weights]
+    unexpected = [k for k in weights if k not in target]
+    shapes = [k for k in target
+              if k in weights and tuple(target[k].shape) != tuple(weights[k].shape)]
     problems = []
     if shapes:
         problems.append("shape mismatch: " + ", ".join(
