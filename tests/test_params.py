@@ -1,0 +1,77 @@
+"""Parameter counts without allocating weights: Parti Table 1 sizes, generic components."""
+
+import resource
+
+import keras
+import pytest
+
+import zoo.models  # noqa: F401
+from zoo.errors import UnknownNameError
+from zoo.models.params import count_params, total_params, weight_shapes
+from zoo.registry import IMAGE_TOKENIZERS, MODELS
+
+# Parti Table 1. The table counts the transformer layers; token/position embeddings and the
+# 8192-way logits add 34M (350M, 750M) to 132M (20B) on top.
+TABLE_1 = {"parti_350m": 350e6, "parti_750m": 750e6, "parti_3b": 3e9, "parti_20b": 20e9}
+
+
+def _maxrss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_1))
+def test_parti_sizes_match_table_1_without_allocating(name):
+    before = _maxrss_gb()
+    shapes = weight_shapes("model", name)
+    layers = total_params(shapes, exclude_embeddings=True)
+    total = total_params(shapes)
+    assert abs(layers / TABLE_1[name] - 1) < 0.05, (name, layers)
+    assert 0 < total - layers < 0.11 * TABLE_1[name]
+    assert _maxrss_gb() - before < 1.0  # 20B float32 weights would be 80 GB
+
+
+def test_counted_variables_are_never_initialized_later():
+    from keras.src.backend.common import global_state
+    count_params("model", "parti_3b")
+    pending = global_state.get_global_attribute("uninitialized_variables", [])
+    assert not pending
+    before = _maxrss_gb()
+    with keras.StatelessScope():  # initializes whatever is pending when it closes
+        pass
+    assert _maxrss_gb() - before < 1.0
+
+
+def test_count_equals_the_built_model():
+    model = MODELS.create("parti_micro")
+    model.build()
+    assert count_params("model", "parti_micro") == model.count_params()
+    shapes = weight_shapes("model", "parti_micro")
+    assert shapes["parti/decoder/layer_0/mlp/wo/kernel"] == (64, 32)
+
+
+class _NeedsShape(keras.layers.Layer):
+    """A stand-in whose build needs an input shape (derived from `image_size`)."""
+
+    def __init__(self, image_size=16, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.conv = keras.layers.Conv2D(4, 3)
+
+    def build(self, input_shape):
+        assert tuple(input_shape) == (None, self.image_size, self.image_size, 3)
+        self.conv.build(input_shape)
+
+
+def test_components_whose_build_needs_a_shape():
+    IMAGE_TOKENIZERS.register("test_needs_shape")(_NeedsShape)
+    try:
+        assert count_params("image_tokenizer", "test_needs_shape") == 3 * 3 * 3 * 4 + 4
+    finally:
+        IMAGE_TOKENIZERS.unregister("test_needs_shape")
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownNameError, match="did you mean 'parti_3b'"):
+        count_params("model", "parti_3c")
+    with pytest.raises(UnknownNameError, match="unknown component kind"):
+        count_params("models", "parti_3b")

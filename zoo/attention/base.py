@@ -1,0 +1,174 @@
+"""The attention-kernel interface: causal attention patterns over an h x w grid of image tokens.
+
+A kernel is the weight-free core of a self-attention layer: given per-head queries, keys and
+values it returns softmax(q k^T / sqrt(d)) v over the keys each query may see. The projections,
+heads and KV cache live in `zoo.layers.transformer`; the model builds one kernel per decoder
+layer by registry name (`ATTENTION.create(name, **config)`), so a plugin kernel plugs in the
+same way as the built-ins:
+
+    from zoo.attention.base import AttentionKernel
+    from zoo.registry import ATTENTION
+
+    @ATTENTION.register("myplugin_diagonal")
+    class Diagonal(AttentionKernel):
+        '''Each token sees itself and the earlier tokens on its diagonal.'''
+        def allowed(self, qr, qc, kr, kc, grid):
+            return (kr - kc == qr - qc) & (kr <= qr)
+
+Positions are raster order over the grid: token t sits at row t // w, column t % w. Every
+pattern is causal (a query never sees a later token) and includes the query itself.
+
+The interface (all tensors [batch, heads, tokens, head_dim]; `grid` is a static (h, w) with
+h * w == tokens):
+
+- `allowed(qr, qc, kr, kc, grid)`: the pattern, on numpy integer arrays of query/key rows and
+  columns (broadcasting); True where the query may see the key. This defines the semantics.
+- `mask(grid)`: the dense [N, N] boolean mask built from `allowed` (for tests and fallbacks).
+- `call(q, k, v, grid)`: attention for a full sequence (training, uncached decoding).
+  The base class computes dense masked attention; sparse kernels override it and compute only
+  the keys each query may see.
+- `step(q, k_cache, v_cache, t, grid)`: one new query at position `t` (scalar int tensor, the
+  same for the whole batch) against the key/value cache [B, H, N, d] whose positions <= t are
+  filled; returns [B, H, 1, d]. The base class attends over the whole cache with row t of the
+  mask; sparse kernels gather only the keys position t may see.
+- `get_config()`: constructor arguments (JSON-able), so a model can rebuild its kernels.
+
+A kernel that only defines `allowed` is correct (dense masked); overriding `call`/`step` makes
+it fast. `dense_masked_attention` is the reference the built-in kernels are tested against.
+"""
+
+import math
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+# Kernels compute softmax in float32; masked scores get this value (exp underflows to 0).
+MASK_VALUE = -1e9
+
+Grid = Tuple[int, int]
+
+
+def check_grid(grid, tokens=None) -> Tuple[int, int]:
+    """(h, w) as ints; errors if it does not match `tokens`."""
+    from zoo.errors import ZooError
+    try:
+        h, w = (int(g) for g in grid)
+    except (TypeError, ValueError):
+        raise ZooError(f"attention grid must be (height, width), got {grid!r}") from None
+    if h <= 0 or w <= 0:
+        raise ZooError(f"attention grid sides must be positive, got {grid!r}")
+    if tokens is not None and tokens != h * w:
+        raise ZooError(f"attention over a {h}x{w} grid needs {h * w} tokens, got {tokens}")
+    return h, w
+
+
+def softmax_attention(scores, v, valid=None):
+    """softmax(scores) v with scores [..., q, k] already scaled; `valid` masks keys.
+
+    The softmax runs in float32 whatever the compute dtype (mixed precision keeps it stable);
+    the weighted sum runs in v's dtype.
+    """
+    scores = tf.cast(scores, tf.float32)
+    if valid is not None:
+        scores = tf.where(valid, scores, MASK_VALUE)
+    # Softmax over a 2-D view: oneDNN's CPU softmax refuses rank > 5 (tiled kernels are 6-D).
+    probs = tf.reshape(tf.nn.softmax(tf.reshape(scores, [-1, tf.shape(scores)[-1]])),
+                       tf.shape(scores))
+    return tf.matmul(tf.cast(probs, v.dtype), v)
+
+
+def dense_masked_attention(q, k, v, mask):
+    """Reference attention: every query scored against every key, then `mask` [N, N] applied."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = tf.matmul(q, k, transpose_b=True) * tf.cast(scale, q.dtype)
+    return softmax_attention(scores, v, tf.convert_to_tensor(mask))
+
+
+class AttentionKernel:
+    """Base class of attention kernels: dense masked attention from the `allowed` pattern.
+
+    Subclasses define `allowed` and, to be fast, override `call` and `step`. Constructor
+    arguments must be explicit keyword parameters (they become gin-bindable) and be returned
+    by `get_config`.
+    """
+
+    name = "attention"  # set by subclasses for messages
+
+    def allowed(self, qr, qc, kr, kc, grid: Grid):
+        raise NotImplementedError(f"{type(self).__name__} must define allowed()")
+
+    # -- masks -------------------------------------------------------------------------------
+
+    def mask(self, grid: Grid) -> np.ndarray:
+        """bool [N, N]: mask[i, j] is True when position i may see position j."""
+        return _cached_mask(self, tuple(check_grid(grid)))
+
+    def _mask_uncached(self, grid):
+        h, w = grid
+        pos = np.arange(h * w)
+        qr, qc = (pos // w)[:, None], (pos % w)[:, None]
+        kr, kc = (pos // w)[None, :], (pos % w)[None, :]
+        m = np.asarray(self.allowed(qr, qc, kr, kc, grid), dtype=bool)
+        m = np.broadcast_to(m, (h * w, h * w))
+        # Causality and self-attention are part of the contract, whatever `allowed` says.
+        return (m & (pos[None, :] <= pos[:, None])) | np.eye(h * w, dtype=bool)
+
+    def block_mask(self, qr, qc, kr, kc, grid: Grid) -> np.ndarray:
+        """The pattern for gathered keys, on integer arrays of query/key rows and columns
+        (broadcasting). Keys outside the grid (padding of a gathered window) are never seen."""
+        h, w = grid
+        qr, qc, kr, kc = (np.asarray(a) for a in (qr, qc, kr, kc))
+        inside = (kr >= 0) & (kr < h) & (kc >= 0) & (kc < w)
+        krc, kcc = np.clip(kr, 0, h - 1), np.clip(kc, 0, w - 1)
+        m = np.asarray(self.allowed(qr, qc, krc, kcc, grid), dtype=bool)
+        q_pos, k_pos = qr * w + qc, krc * w + kcc
+        return inside & ((m & (k_pos <= q_pos)) | (k_pos == q_pos))
+
+    # -- attention -------------------------------------------------------------------------------
+
+    def call(self, q, k, v, grid: Grid):
+        """Attention for full sequences: q, k, v [B, H, N, d] -> [B, H, N, d]."""
+        h, w = check_grid(grid, q.shape[2])
+        return dense_masked_attention(q, k, v, self.mask((h, w)))
+
+    def __call__(self, q, k, v, grid: Grid):
+        return self.call(q, k, v, grid)
+
+    def step(self, q, k_cache, v_cache, t, grid: Grid):
+        """One query at position t: q [B, H, 1, d], caches [B, H, N, d] -> [B, H, 1, d]."""
+        h, w = check_grid(grid, k_cache.shape[2])
+        row = tf.gather(tf.constant(self.mask((h, w))), t)  # [N]
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = tf.matmul(q, k_cache, transpose_b=True) * tf.cast(scale, q.dtype)
+        return softmax_attention(scores, v_cache, row[None, None, None, :])
+
+    def get_config(self) -> Dict[str, Any]:
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _cached_mask(kernel, grid):
+    key = (type(kernel), tuple(sorted(kernel.get_config().items())), grid)
+    if key not in _MASKS:
+        m = kernel._mask_uncached(grid)  # noqa: SLF001
+        m.setflags(write=False)
+        if len(_MASKS) > 64:
+            _MASKS.clear()
+        _MASKS[key] = m
+    return _MASKS[key]
+
+
+_MASKS: Dict[Any, np.ndarray] = {}
+
+
+def gather_step(q, k_cache, v_cache, index, valid):
+    """Attention of one query over the cache entries `index` [K] (int), `valid` [K] (bool)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    keys = tf.gather(k_cache, index, axis=2)  # [B, H, K, d]
+    values = tf.gather(v_cache, index, axis=2)
+    scores = tf.matmul(q, keys, transpose_b=True) * tf.cast(scale, q.dtype)
+    return softmax_attention(scores, values, valid[None, None, None, :])

@@ -1,0 +1,137 @@
+"""Conv-shaped attention (DALL-E's last layer, Parti's decoder): a causal k x k window."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.attention.base import AttentionKernel, check_grid, gather_step, softmax_attention
+from zoo.errors import ZooError
+from zoo.registry import ATTENTION
+
+
+def _divisor_at_most(n, limit):
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+@ATTENTION.register("conv_shaped")
+class ConvShapedAttention(AttentionKernel):
+    """Conv-shaped attention: the earlier tokens of the k x k window centred on the query.
+
+    A query at (r, c) sees the k//2 rows above it within k//2 columns either side, and the k//2
+    tokens to its left on its own row (plus itself): at most 61 keys for k = 11. The window is
+    cut at the grid's borders.
+
+    Sparse: queries are taken in tiles of `block_rows` x `block_cols`; the keys of a tile lie in
+    a window of (block_rows + k//2) rows x (block_cols + 2 * (k//2)) columns, which is gathered
+    once per tile and scored with one small matmul. Scores per query: that window's size
+    (108 for 1 x 8 tiles and k = 11) instead of N.
+
+    Args:
+        kernel_size: int, odd. Side of the window (DALL-E and Parti: 11).
+        block_rows: int or None. Query tile height (must divide the grid height); None picks 1.
+        block_cols: int or None. Query tile width (must divide the grid width); None picks the
+            largest divisor of the width up to 8 (fast on CPU; see bench/attention.py).
+    """
+
+    name = "conv_shaped"
+
+    def __init__(self, kernel_size=11, block_rows=None, block_cols=None):
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ZooError(f"conv_shaped.kernel_size must be a positive odd int, got "
+                           f"{kernel_size!r}")
+        for arg, val in (("block_rows", block_rows), ("block_cols", block_cols)):
+            if val is not None and (not isinstance(val, int) or val < 1):
+                raise ZooError(f"conv_shaped.{arg} must be a positive int or None, got {val!r}")
+        self.kernel_size = kernel_size
+        self.block_rows = block_rows
+        self.block_cols = block_cols
+
+    def get_config(self):
+        return {"kernel_size": self.kernel_size, "block_rows": self.block_rows,
+                "block_cols": self.block_cols}
+
+    def allowed(self, qr, qc, kr, kc, grid):
+        half = self.kernel_size // 2
+        above = (kr < qr) & (kr >= qr - half) & (np.abs(kc - qc) <= half)
+        left = (kr == qr) & (kc <= qc) & (kc >= qc - half)
+        return above | left
+
+    def _tiles(self, h, w):
+        bh = self.block_rows or 1
+        bw = self.block_cols or _divisor_at_most(w, 8)
+        if h % bh or w % bw:
+            raise ZooError(f"conv_shaped tiles of {bh}x{bw} do not divide the {h}x{w} grid; "
+                           f"set conv_shaped.block_rows / block_cols to divisors")
+        return bh, bw
+
+    def _plan(self, h, w):
+        """Static gather indices [nh, nw, win] and mask [nh, nw, bh * bw, win]."""
+        key = (h, w)
+        cache = self.__dict__.setdefault("_plans", {})
+        if key in cache:
+            return cache[key]
+        half = self.kernel_size // 2
+        bh, bw = self._tiles(h, w)
+        nh, nw = h // bh, w // bw
+        win_rows = bh + half
+        if bw + 2 * half >= w:  # the window spans the whole width: no column padding
+            col0 = np.zeros(nw, dtype=np.int64)
+            win_cols = w
+        else:
+            col0 = np.arange(nw) * bw - half
+            win_cols = bw + 2 * half
+        row0 = np.arange(nh) * bh - half
+        kr = row0[:, None, None, None] + np.arange(win_rows)[None, None, :, None]
+        kc = col0[None, :, None, None] + np.arange(win_cols)[None, None, None, :]
+        kr, kc = np.broadcast_arrays(kr, kc)  # [nh, nw, win_rows, win_cols]
+        kr = kr.reshape(nh, nw, -1)
+        kc = kc.reshape(nh, nw, -1)
+        index = np.clip(kr, 0, h - 1) * w + np.clip(kc, 0, w - 1)
+        qr = np.arange(nh)[:, None, None, None] * bh + np.arange(bh)[None, None, :, None]
+        qc = np.arange(nw)[None, :, None, None] * bw + np.arange(bw)[None, None, None, :]
+        qr, qc = np.broadcast_arrays(qr, qc)  # [nh, nw, bh, bw]
+        qr = qr.reshape(nh, nw, -1, 1)
+        qc = qc.reshape(nh, nw, -1, 1)
+        mask = self.block_mask(qr, qc, kr[:, :, None, :], kc[:, :, None, :], (h, w))
+        cache[key] = (bh, bw, index.astype(np.int32), mask)
+        return cache[key]
+
+    def call(self, q, k, v, grid):
+        h, w = check_grid(grid, q.shape[2])
+        bh, bw, index, mask = self._plan(h, w)
+        nh, nw, win = index.shape
+        b_h = tf.shape(q)[:2]
+        d, dv = q.shape[-1], v.shape[-1]
+
+        def windows(x, dim):  # [B, H, N, d] -> [B, H, nh, nw, win, d]
+            x = tf.gather(x, index.reshape(-1), axis=2)
+            return tf.reshape(x, tf.concat([b_h, [nh, nw, win, dim]], 0))
+
+        def tiles(x, dim):  # [B, H, N, d] -> [B, H, nh, nw, bh * bw, d]
+            if bh == 1:
+                return tf.reshape(x, tf.concat([b_h, [nh, nw, bw, dim]], 0))
+            x = tf.reshape(x, tf.concat([b_h, [nh, bh, nw, bw, dim]], 0))
+            x = tf.transpose(x, [0, 1, 2, 4, 3, 5, 6])
+            return tf.reshape(x, tf.concat([b_h, [nh, nw, bh * bw, dim]], 0))
+
+        scale = 1.0 / math.sqrt(d)
+        scores = tf.matmul(tiles(q, d), windows(k, d), transpose_b=True)
+        scores = scores * tf.cast(scale, q.dtype)
+        out = softmax_attention(scores, windows(v, dv), tf.constant(mask))
+        if bh > 1:
+            out = tf.reshape(out, tf.concat([b_h, [nh, nw, bh, bw, dv]], 0))
+            out = tf.transpose(out, [0, 1, 2, 4, 3, 5, 6])
+        return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
+
+    def step(self, q, k_cache, v_cache, t, grid):
+        h, w = check_grid(grid, k_cache.shape[2])
+        half = self.kernel_size // 2
+        t = tf.cast(t, tf.int32)
+        r, c = t // w, t % w
+        dr, dc = np.meshgrid(np.arange(-half, 1), np.arange(-half, half + 1), indexing="ij")
+        dr, dc = tf.constant(dr.reshape(-1), tf.int32), tf.constant(dc.reshape(-1), tf.int32)
+        kr, kc = r + dr, c + dc
+        valid = (kr >= 0) & (kc >= 0) & (kc < w) & ((dr < 0) | (dc <= 0))
+        index = tf.clip_by_value(kr, 0, h - 1) * w + tf.clip_by_value(kc, 0, w - 1)
+        return gather_step(q, k_cache, v_cache, index, valid)

@@ -1,0 +1,36 @@
+"""Dense causal attention: every token sees every earlier token (the text-free reference)."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.attention.base import AttentionKernel, check_grid, softmax_attention
+from zoo.registry import ATTENTION
+
+
+@ATTENTION.register("dense")
+class DenseAttention(AttentionKernel):
+    """Dense causal attention: each token sees itself and all earlier tokens."""
+
+    name = "dense"
+
+    def allowed(self, qr, qc, kr, kc, grid):
+        w = grid[1]
+        return kr * w + kc <= qr * w + qc
+
+    def call(self, q, k, v, grid=None):
+        n = q.shape[2]
+        if grid is not None:
+            check_grid(grid, n)
+        causal = tf.constant(np.tril(np.ones((n, n), dtype=bool)))
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(scale, q.dtype)
+        return softmax_attention(scores, v, causal)
+
+    def step(self, q, k_cache, v_cache, t, grid=None):
+        n = k_cache.shape[2]
+        valid = tf.range(n) <= tf.cast(t, tf.int32)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = tf.matmul(q, k_cache, transpose_b=True) * tf.cast(scale, q.dtype)
+        return softmax_attention(scores, v_cache, valid[None, None, None, :])

@@ -1,0 +1,307 @@
+"""Transformer building blocks: attention layers, MLP, encoder/decoder blocks and the KV cache.
+
+Pre-LayerNorm blocks (Parti / Lingvo style). Weight names are stable and descriptive so that
+sharding rules written as regexes match them (see `zoo.models.parti` for the full scheme):
+
+    <block>/self_attention_norm/{gamma,beta}
+    <block>/self_attention/{query,key,value}/{kernel,bias}   kernel [width, heads * head_dim]
+    <block>/self_attention/output/{kernel,bias}              kernel [heads * head_dim, width]
+    <block>/cross_attention_norm/..., <block>/cross_attention/{query,key,value,output}/...
+    <block>/mlp_norm/..., <block>/mlp/wi/{kernel,bias} [width, mlp_dim],
+    <block>/mlp/wo/{kernel,bias} [mlp_dim, width]
+
+Mixed precision: pass `dtype="mixed_bfloat16"` (or a `keras.DTypePolicy`) to a block; its
+projections compute in bfloat16 while LayerNorms stay float32, softmax runs in float32 inside
+the attention kernels, and the residual stream stays float32.
+
+KV cache (incremental decoding): a decoder block's self-attention cache is a pair of tensors
+(key, value), each [batch, heads, tokens, head_dim]; `DecoderBlock.step` writes position t and
+attends with the kernel's `step` (only the keys that position may see). Cross-attention keys
+and values are computed once per prompt (`DecoderBlock.memory_kv`).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from zoo.attention.base import AttentionKernel, softmax_attention
+from zoo.errors import ZooError
+
+
+def _policy(dtype):
+    return keras.dtype_policies.get(dtype) if dtype is not None else None
+
+
+def build_kernel(spec) -> AttentionKernel:
+    """An attention kernel from a registry name or {'name': ..., **config}."""
+    from zoo.registry import ATTENTION
+    if isinstance(spec, AttentionKernel):
+        return spec
+    if isinstance(spec, str):
+        return ATTENTION.create(spec)
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        config = {k: v for k, v in spec.items() if k != "name"}
+        return ATTENTION.create(spec["name"], **config)
+    raise ZooError(f"an attention kernel is a registered name or {{'name': ..., ...}}, "
+                   f"got {spec!r}")
+
+
+def kernel_spec(kernel, name):
+    """The JSON-able spec that rebuilds `kernel`: its name, or {'name': ..., **config}."""
+    config = kernel.get_config() if hasattr(kernel, "get_config") else {}
+    return {"name": name, **config} if config else name
+
+
+def update_cache(cache, new, t):
+    """Writes `new` [B, H, 1, d] into `cache` [B, H, N, d] at position t."""
+    return ops.slice_update(cache, (0, 0, t, 0), ops.cast(new, cache.dtype))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MultiHeadProjection(keras.layers.Layer):
+    """Query/key/value/output projections of multi-head attention (weights only + helpers).
+
+    Args:
+        width: int. Model width (input and output).
+        heads: int. Number of heads; width must divide by it.
+        memory_width: int or None. Width of the keys/values source (cross-attention);
+            defaults to `width`.
+    """
+
+    def __init__(self, width, heads, memory_width=None, **kwargs):
+        super().__init__(**kwargs)
+        if width % heads:
+            raise ZooError(f"attention width {width} is not divisible by heads={heads}")
+        self.width = width
+        self.heads = heads
+        self.memory_width = memory_width
+        self.head_dim = width // heads
+        dense = dict(dtype=self.dtype_policy)
+        self.query = keras.layers.Dense(width, name="query", **dense)
+        self.key = keras.layers.Dense(width, name="key", **dense)
+        self.value = keras.layers.Dense(width, name="value", **dense)
+        self.output_proj = keras.layers.Dense(width, name="output", **dense)
+
+    def build(self, input_shape=None):
+        source = self.memory_width or self.width
+        self.query.build((None, None, self.width))
+        self.key.build((None, None, source))
+        self.value.build((None, None, source))
+        self.output_proj.build((None, None, self.width))
+
+    def split(self, x):
+        """[B, N, heads * d] -> [B, heads, N, d]."""
+        b, n = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.transpose(ops.reshape(x, (b, n, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+    def merge(self, x):
+        """[B, heads, N, d] -> [B, N, heads * d]."""
+        b, n = ops.shape(x)[0], ops.shape(x)[2]
+        return ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (b, n, self.width))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "memory_width": self.memory_width}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SelfAttention(MultiHeadProjection):
+    """Causal self-attention over an image grid with a pluggable kernel (decoder).
+
+    Args:
+        width, heads: as `MultiHeadProjection`.
+        kernel: a registered attention name (e.g. 'row') or {'name': ..., **config}.
+    """
+
+    def __init__(self, width, heads, kernel="dense", **kwargs):
+        super().__init__(width, heads, **kwargs)
+        self.attention_kernel = build_kernel(kernel)
+        name = kernel if isinstance(kernel, str) else (
+            kernel.get("name") if isinstance(kernel, dict) else type(kernel).__name__)
+        self.kernel_spec = kernel_spec(self.attention_kernel, name)
+
+    def call(self, x, grid):
+        q = self.split(self.query(x))
+        k = self.split(self.key(x))
+        v = self.split(self.value(x))
+        return self.output_proj(self.merge(self.attention_kernel.call(q, k, v, grid)))
+
+    def step(self, x_t, t, cache, grid):
+        """x_t [B, 1, width] at position t; cache (key, value) -> (y_t, new cache)."""
+        k_cache = update_cache(cache[0], self.split(self.key(x_t)), t)
+        v_cache = update_cache(cache[1], self.split(self.value(x_t)), t)
+        q = self.split(self.query(x_t))
+        out = self.attention_kernel.step(q, k_cache, v_cache, t, grid)
+        return self.output_proj(self.merge(out)), (k_cache, v_cache)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel": self.kernel_spec}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DenseAttention(MultiHeadProjection):
+    """Dense multi-head attention with a key padding mask (encoder self-attention and
+    decoder cross-attention)."""
+
+    def attend(self, x, k, v, mask=None):
+        """x [B, N, width]; k, v [B, heads, L, d]; mask [B, L] (1 = real key)."""
+        q = self.split(self.query(x))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * ops.cast(scale, q.dtype)
+        valid = None if mask is None else ops.cast(mask, "bool")[:, None, None, :]
+        return self.output_proj(self.merge(softmax_attention(scores, v, valid)))
+
+    def memory_kv(self, memory):
+        """Keys and values of `memory` [B, L, memory_width] -> ([B, H, L, d], [B, H, L, d])."""
+        return self.split(self.key(memory)), self.split(self.value(memory))
+
+    def call(self, x, memory=None, padding_mask=None):
+        k, v = self.memory_kv(x if memory is None else memory)
+        return self.attend(x, k, v, padding_mask)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MLP(keras.layers.Layer):
+    """Feed-forward block: wi (width -> mlp_dim), GELU, wo (mlp_dim -> width).
+
+    Args:
+        width: int. Model width.
+        mlp_dim: int. Hidden width.
+    """
+
+    def __init__(self, width, mlp_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.mlp_dim = mlp_dim
+        self.wi = keras.layers.Dense(mlp_dim, activation="gelu", name="wi",
+                                     dtype=self.dtype_policy)
+        self.wo = keras.layers.Dense(width, name="wo", dtype=self.dtype_policy)
+
+    def build(self, input_shape=None):
+        self.wi.build((None, None, self.width))
+        self.wo.build((None, None, self.mlp_dim))
+
+    def call(self, x):
+        return self.wo(self.wi(x))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "mlp_dim": self.mlp_dim}
+
+
+def _norm(name):
+    return keras.layers.LayerNormalization(epsilon=1e-6, name=name, dtype="float32")
+
+
+def _residual(x, y):
+    return x + ops.cast(y, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class EncoderBlock(keras.layers.Layer):
+    """Pre-LN encoder block: dense self-attention with a padding mask, then the MLP.
+
+    Args:
+        width: int. heads: int. mlp_dim: int.
+        dropout: float. Dropout on each residual branch.
+    """
+
+    def __init__(self, width, heads, mlp_dim, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.heads = heads
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout
+        policy = self.dtype_policy
+        self.self_attention_norm = _norm("self_attention_norm")
+        self.self_attention = DenseAttention(width, heads, name="self_attention", dtype=policy)
+        self.mlp_norm = _norm("mlp_norm")
+        self.mlp = MLP(width, mlp_dim, name="mlp", dtype=policy)
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+
+    def build(self, input_shape=None):
+        for norm in (self.self_attention_norm, self.mlp_norm):
+            norm.build((None, None, self.width))
+        self.self_attention.build()
+        self.mlp.build()
+
+    def call(self, x, padding_mask=None, training=False):
+        y = self.self_attention(self.self_attention_norm(x), padding_mask=padding_mask)
+        x = _residual(x, self.dropout(y, training=training))
+        y = self.mlp(self.mlp_norm(x))
+        return _residual(x, self.dropout(y, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "mlp_dim": self.mlp_dim, "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DecoderBlock(keras.layers.Layer):
+    """Pre-LN decoder block: causal sparse self-attention, cross-attention to the text, MLP.
+
+    Args:
+        width: int. heads: int. mlp_dim: int.
+        attention: registered kernel name or {'name': ..., **config} for self-attention.
+        memory_width: int or None. Width of the text memory (defaults to width).
+        dropout: float. Dropout on each residual branch.
+    """
+
+    def __init__(self, width, heads, mlp_dim, attention="dense", memory_width=None,
+                 dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.heads = heads
+        self.mlp_dim = mlp_dim
+        self.memory_width = memory_width
+        self.dropout_rate = dropout
+        policy = self.dtype_policy
+        self.self_attention_norm = _norm("self_attention_norm")
+        self.self_attention = SelfAttention(width, heads, kernel=attention,
+                                            name="self_attention", dtype=policy)
+        self.cross_attention_norm = _norm("cross_attention_norm")
+        self.cross_attention = DenseAttention(width, heads, memory_width=memory_width,
+                                              name="cross_attention", dtype=policy)
+        self.mlp_norm = _norm("mlp_norm")
+        self.mlp = MLP(width, mlp_dim, name="mlp", dtype=policy)
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+
+    @property
+    def attention(self):
+        return self.self_attention.kernel_spec
+
+    def build(self, input_shape=None):
+        for norm in (self.self_attention_norm, self.cross_attention_norm, self.mlp_norm):
+            norm.build((None, None, self.width))
+        self.self_attention.build()
+        self.cross_attention.build()
+        self.mlp.build()
+
+    def call(self, x, memory_kv, memory_mask, grid, training=False):
+        y = self.self_attention(self.self_attention_norm(x), grid=grid)
+        x = _residual(x, self.dropout(y, training=training))
+        y = self.cross_attention.attend(self.cross_attention_norm(x), *memory_kv, memory_mask)
+        x = _residual(x, self.dropout(y, training=training))
+        y = self.mlp(self.mlp_norm(x))
+        return _residual(x, self.dropout(y, training=training))
+
+    def memory_kv(self, memory):
+        return self.cross_attention.memory_kv(memory)
+
+    def init_cache(self, batch_size, tokens, dtype="float32"):
+        shape = (batch_size, self.heads, tokens, self.width // self.heads)
+        return ops.zeros(shape, dtype), ops.zeros(shape, dtype)
+
+    def step(self, x_t, t, cache, memory_kv, memory_mask, grid):
+        """One token: x_t [B, 1, width] at position t -> (y_t, new cache)."""
+        y, cache = self.self_attention.step(self.self_attention_norm(x_t), t, cache, grid)
+        x_t = _residual(x_t, y)
+        y = self.cross_attention.attend(self.cross_attention_norm(x_t), *memory_kv, memory_mask)
+        x_t = _residual(x_t, y)
+        return _residual(x_t, self.mlp(self.mlp_norm(x_t))), cache
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "mlp_dim": self.mlp_dim, "attention": self.attention,
+                "memory_width": self.memory_width, "dropout": self.dropout_rate}
