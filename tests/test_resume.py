@@ -13,11 +13,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import tensorflow as tf
 
 import tiny_task
 from helpers_tools import ROOT, make_plugin_dist, tool_env
 from zoo.train import checkpoint as ckpt_lib
-from zoo.train.loop import load_task, train
+from zoo.train import run_info
+from zoo.train.loop import load_task, task_class, train
 
 GIN = """
 train.task = 'test_tiny_regression'
@@ -31,6 +34,7 @@ test_tiny_regression.two_groups = True
 
 
 def _zoo_train(site, model_dir, gin_file, hook=None):
+    """`python -m tools.train` (what `zoo-train` runs) with the same flags every time."""
     env = tool_env(site)
     env.pop(ckpt_lib.HOOK_ENV, None)
     if hook:
@@ -79,3 +83,60 @@ def test_kill_after_and_during_checkpoint_then_resume_matches_uninterrupted(tmp_
     assert resumed.restored_step == 30
     for a, b in zip(ref.task.weights(), resumed.weights()):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def _assert_same_checkpoints(a, b, atol=1e-6):
+    """Every tensor (weights, optimizer slots, step, RNG state) of two checkpoints agrees."""
+    ra, rb = tf.train.load_checkpoint(a), tf.train.load_checkpoint(b)
+    keys = sorted(k for k in ra.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k)
+    assert keys == sorted(k for k in rb.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k)
+    for k in keys:
+        x, y = ra.get_tensor(k), rb.get_tensor(k)
+        if x.dtype.kind in "fc":
+            np.testing.assert_allclose(x, y, atol=atol, rtol=0, err_msg=k)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=k)
+    return len(keys)
+
+
+def kill_and_resume(tmp_path, gin_text, steps, every, site=None):
+    """Runs zoo-train SIGKILLed while writing its final checkpoint (so checkpoint steps-every
+    is the last complete one), restarts it, and compares the final checkpoint with an
+    uninterrupted in-process run of the same task config and seed. Returns the tensor count."""
+    gin_file = tmp_path / "run.gin"
+    gin_file.write_text(gin_text)
+    model_dir = tmp_path / "run"
+    r = _zoo_train(site, model_dir, gin_file, hook=f"kill:{steps}")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert ckpt_lib.list_steps(str(model_dir))[-1] == steps - every
+    r = _zoo_train(site, model_dir, gin_file)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"steps {steps - every}->{steps}" in r.stdout, r.stdout
+
+    info = run_info.read(str(model_dir))
+    task = task_class(info["task"])(**info["task_config"])
+    train(task, str(tmp_path / "ref"), steps=steps, batch_size=info["batch_size"],
+          seed=info["seed"], checkpoint_every=every, progress=False, summary_every=0,
+          image_summary_every=0)
+    return _assert_same_checkpoints(ckpt_lib.checkpoint_prefix(str(model_dir), steps),
+                                    ckpt_lib.checkpoint_prefix(str(tmp_path / "ref"), steps))
+
+
+TOKENIZER_GIN = """
+train.task = 'vit_vqgan'
+train.steps = 4
+train.batch_size = 2
+train.checkpoint_every = 2
+train.summary_every = 2
+train.image_summary_every = 0
+vit_vqgan.tokenizer = 'vit_vqgan_micro'
+vit_vqgan.feature_network = 'tiny_conv'
+vit_vqgan.warmup_steps = 2
+vit_vqgan.total_steps = 10
+"""
+
+
+@pytest.mark.slow
+def test_kill_and_resume_tokenizer_stage(tmp_path, gin_clean):
+    """The real ViT-VQGAN task (generator + discriminator groups, quantizer usage state)."""
+    assert kill_and_resume(tmp_path, TOKENIZER_GIN, steps=4, every=2) > 20

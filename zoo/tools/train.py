@@ -20,14 +20,24 @@ flags.DEFINE_bool("deterministic", None, "Enable TF op determinism (overrides "
                   "train.deterministic).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 common.define_gin_flags()
+try:  # --strategy, --mesh, --virtual_devices, ... (shared with the sampling tools)
+    from zoo.distribute import flags as distribute_flags
+except ImportError:  # pragma: no cover - only while zoo.distribute.flags does not exist
+    distribute_flags = None
+else:
+    distribute_flags.define()
+try:  # registers `mesh_layout` with gin before the gin files are parsed (they may bind it)
+    from zoo.distribute import mesh as _mesh  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
 FLAGS = flags.FLAGS
 
 
 def _distribution_from_flags():
-    """The distribution chosen by --strategy/--mesh when zoo.distribute defines those flags."""
-    from zoo import distribute
-    from_flags = getattr(distribute, "from_flags", None)
-    return from_flags() if from_flags is not None else None
+    """The distribution chosen by --strategy/--mesh (None: single device)."""
+    if distribute_flags is None:
+        return None
+    return distribute_flags.from_flags()
 
 
 def main(argv):
