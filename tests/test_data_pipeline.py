@@ -107,6 +107,9 @@ def test_bad_arguments_are_clear():
             make_dataset(**kwargs)
     with pytest.raises(ZooError, match="no usable examples"):
         make_dataset("synthetic_shapes", train_size=0)
+    with pytest.raises(ZooError, match="path is not set") as e:
+        make_dataset("image_caption_folder")
+    assert "\n" not in str(e.value)  # gin's "In call to configurable" lines are dropped
 
 
 def test_captions_iterator():

@@ -114,6 +114,13 @@ def test_checker_tolerates_blur_and_noise(size, sigma):
     assert np.mean(ok) >= 0.95
 
 
+def test_checker_tolerates_dim_colours():
+    cfg = shapes.ShapesConfig(image_size=64)
+    ok = [shapes.check(ex["caption"], ex["image"].astype(np.float32) / 255.0 * 0.7)
+          for ex in (shapes.generate(2, i, "train", cfg) for i in range(60))]
+    assert np.mean(ok) >= 0.95
+
+
 def _swap(text, a, b):
     return re.sub(rf"\b{a}\b", b, text, count=1)
 

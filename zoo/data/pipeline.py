@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Union
 import tensorflow as tf
 
 from zoo.data.base import CaptionDataset
-from zoo.errors import ZooError
+from zoo.errors import UnknownNameError, ZooError
 from zoo.registry import DATASETS
 
 log = logging.getLogger("zoo")
@@ -40,7 +40,16 @@ def get_dataset(dataset: Union[str, CaptionDataset] = "synthetic_shapes",
             raise ZooError(f"dataset arguments {sorted(dataset_args)} given with an already "
                            f"built dataset {dataset!r}")
         return dataset
-    return DATASETS.create(dataset, **dataset_args)
+    try:
+        return DATASETS.create(dataset, **dataset_args)
+    except ZooError as e:
+        raise one_line(e) from None
+
+
+def one_line(error: ZooError) -> ZooError:
+    """The error without the "In call to configurable ..." lines gin appends."""
+    cls = UnknownNameError if isinstance(error, UnknownNameError) else ZooError
+    return cls(str(error).split("\n  In call to configurable")[0].strip())
 
 
 def get_tokenizer(tokenizer, max_length: Optional[int] = None):

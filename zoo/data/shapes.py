@@ -39,11 +39,14 @@ validation; `test` draws only from them, so test captions describe combinations 
 seen. With `holdout_pairs` (e.g. (("yellow", "triangle"),)), those colour-shape pairs never occur
 in train/validation/test and the `compositional` split contains only scenes that use them.
 
-The checker (`check`, `check_features`) segments the image by colour (each pixel is matched to
-the palette colour whose black-to-colour ray it lies closest to, so anti-aliased or blurred edges
-keep their colour), finds connected components, classifies each by its bounding-box extent
-(size), cell (position) and the best-matching shape template (shape), then matches the objects
-the caption describes to the objects found.
+The checker (`check`, `check_features`) works on generated images and on model outputs (soft,
+noisy reconstructions): it segments the image by colour (each pixel is matched to the palette
+colour whose black-to-colour ray it lies closest to, so anti-aliased or blurred edges keep their
+colour, and its position along the ray is its coverage), finds connected components, and
+describes each by its cell (position, from the centroid), its extent (size, from the covered
+area) and its shape: the shape whose anti-aliased drawing, sharp or blurred, registered to the
+component's area and centroid, best overlaps the component's coverage (soft IoU). Then it
+matches the objects the caption describes to the objects found.
 """
 
 import dataclasses
@@ -586,6 +589,10 @@ def detect(image, shapes: Sequence[str] = SHAPES) -> List[Detected]:
             other = taken[y0:y1, x0:x1] & ~window_mine
             cover = np.where(other, 0.0, alpha[y0:y1, x0:x1, k])
             cover = np.clip((cover - 0.1) / 0.9, 0.0, 1.0)  # ignore faint noise
+            # A dim object (a model's washed-out colour) still covers its full area.
+            peak = float(np.percentile(cover[window_mine], 90))
+            if 0.0 < peak < 1.0:
+                cover = np.minimum(cover / peak, 1.0)
             shape, score, half, cy, cx = _fit_shape(cover, y0, x0, shapes)
             row = min(max(int(cy / cell_h), 0), GRID - 1)
             col = min(max(int(cx / cell_w), 0), GRID - 1)
