@@ -173,3 +173,10 @@ def test_fuzz_image_bytes(fuzz_root, data, name):
     kept = [r["file_name"] for r in rows]
     assert "a.png" in kept
     assert (name in kept) != (report.num_skipped == 1)
+
+
+def test_extra_column_names():
+    from zoo.data.folder import extra_keys
+    assert extra_keys(["score", "x y", "image", "x_y", "1st", "file_name"]) == {
+        "score": "score", "x y": "x_y", "image": "metadata_image", "x_y": "metadata_x_y",
+        "1st": "_1st", "file_name": "metadata_file_name"}

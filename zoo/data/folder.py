@@ -8,7 +8,8 @@
 `metadata.csv` with a header row works the same way, and each folder may have its own metadata
 file. Top-level folders named `train`, `validation` (or `val`, `valid`) and `test` make splits;
 everything else is `train`. Columns other than `file_name` and `text` are kept as string
-features (non-string values as JSON).
+features (non-string values as JSON), named after the column (non-identifier characters become
+`_`; a name the pipeline uses itself, such as `image`, gets a `metadata_` prefix).
 
 Train on it by binding the path, e.g.
 
@@ -26,7 +27,9 @@ import csv
 import io
 import json
 import logging
+import math
 import os
+import re
 import zlib
 from typing import Dict, List, Optional, Tuple
 
@@ -112,7 +115,7 @@ def _caption_of(value) -> Optional[str]:
         return value if value.strip() else None
     if isinstance(value, list) and value and isinstance(value[0], str) and value[0].strip():
         return value[0]  # several captions: the first one
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return str(value)
     return None
 
@@ -236,8 +239,21 @@ def scan_folder(path: str, image_column: str = "file_name", caption_column: str 
     return kept, extras, report
 
 
-def _extra_key(column: str) -> str:
-    return f"metadata_{column}" if column in RESERVED else column
+def extra_keys(columns) -> Dict[str, str]:
+    """Feature names for extra metadata columns: identifier-like, unique, not reserved."""
+    keys, used = {}, set(RESERVED) | {"file_name"}
+    for column in columns:
+        key = re.sub(r"\W", "_", column) or "column"
+        if key[0].isdigit():
+            key = "_" + key
+        base, n = (f"metadata_{key}" if key in used else key), 1
+        key = base
+        while key in used:
+            n += 1
+            key = f"{base}_{n}"
+        used.add(key)
+        keys[column] = key
+    return keys
 
 
 @DATASETS.register("image_caption_folder")
@@ -286,7 +302,8 @@ class ImageCaptionFolder(CaptionDataset):
         paths = tf.constant([r["path"] for r in rows])
         caps = tf.constant([r["caption"] for r in rows])
         names = tf.constant([r["file_name"] for r in rows])
-        extra = {_extra_key(k): tf.constant([r[k] for r in rows]) for k in self.extras}
+        extra = {key: tf.constant([r[k] for r in rows])
+                 for k, key in extra_keys(self.extras).items()}
 
         def read(index):
             out = {"image_bytes": tf.io.read_file(tf.gather(paths, index)),
@@ -356,7 +373,7 @@ class ImageCaptionFolderBuilder(NoDownloadBuilderMixin, tfds.core.GeneratorBased
                                        check_images=False, quiet=True)
         features = {"image": tfds.features.Image(shape=(None, None, 3)),
                     "caption": tfds.features.Text(), "file_name": tfds.features.Text()}
-        features.update({_extra_key(k): tfds.features.Text() for k in extras})
+        features.update({key: tfds.features.Text() for key in extra_keys(extras).values()})
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "caption"))
@@ -374,7 +391,7 @@ class ImageCaptionFolderBuilder(NoDownloadBuilderMixin, tfds.core.GeneratorBased
         for r in rows:
             ex = {"image": _rgb_png_or_path(r["path"]), "caption": r["caption"],
                   "file_name": r["file_name"]}
-            ex.update({_extra_key(k): r[k] for k in extras})
+            ex.update({key: r[k] for k, key in extra_keys(extras).items()})
             yield r["file_name"], ex
 
 
