@@ -84,7 +84,7 @@ class TinyRegression(Task):
             noise = tf.random.stateless_normal([batch_size, 1], seed=s + 7)
             y = tf.matmul(x, w_true) + 0.1 * noise
             y = tf.where(tf.equal(step, nan_at), tf.fill(tf.shape(y), np.inf), y)
-            g = tf.cast(tf.equal(step, nan_grad_at), tf.float32)
+            g = tf.fill([batch_size], tf.cast(tf.equal(step, nan_grad_at), tf.float32))
             return {"x": x, "y": y, "g": g, "step": tf.fill([batch_size], step)}
 
         return tf.data.Dataset.range(start_step, 2 ** 62).map(make)
@@ -102,7 +102,8 @@ class TinyRegression(Task):
         main = tf.reduce_mean(tf.square(pred - batch["y"]))
         # g = 1: + sqrt(0 * sum(pred)) = 0, whose gradient is inf * 0 = NaN; g = 0: + 0.
         g = batch["g"]
-        main = main + tf.sqrt(g * 0.0 * tf.reduce_sum(pred) + (1.0 - g)) - (1.0 - g)
+        main = main + tf.reduce_mean(tf.sqrt(g * 0.0 * tf.reduce_sum(pred) + (1.0 - g))
+                                     - (1.0 - g))
         losses = {"main": main}
         metrics = {"mae": tf.reduce_mean(tf.abs(pred - batch["y"]))}
         if self.two_groups:

@@ -15,11 +15,19 @@ Rules a task follows so that every loop feature works:
   the loop calls it inside the strategy scope / DTensor variable-creator scope.
 - `dataset(batch_size, seed, start_step)` yields the batches of steps start_step,
   start_step + 1, ... and must be a pure function of (seed, step): a resumed run sees the
-  same data as an uninterrupted one.
+  same data as an uninterrupted one. Every tensor in a batch has the batch as its first
+  dimension (strategies split batches along it: no scalars in a batch).
+- Randomness inside `losses` comes from Keras layers' seed generators or stateless ops seeded
+  from checkpointed variables, never from unseeded `tf.random.*` (a resumed run would draw
+  other numbers).
 - `losses(batch, training)` is traceable by tf.function (keras.ops / tf ops only) and returns
   one scalar loss per update group plus scalar metrics.
 - `config()` is a small JSON-able dict (model names and sizes) saved with the run; resuming
-  with a different one is refused.
+  with a different one is refused. It holds the constructor's kwargs: `load_task(model_dir)`
+  rebuilds the task as `TaskClass(**config)` without gin.
+- `trackables()` values are Keras layers/models (or other trackables); the loop also saves the
+  non-trainable variables of Keras layers (seed generator states), which Keras 3 does not track
+  for `tf.train.Checkpoint` by itself.
 """
 
 import dataclasses
