@@ -49,7 +49,7 @@ def test_contrastive_lowers_loss_and_scorer_prefers_matching_captions():
     assert result.step == 40
     # The loss fell from ln(32) ~ 3.47 (chance over the batch).
     assert result.losses["contrastive"] < 3.0, result.losses
-    scorer = SCORERS.create("contrastive", model_dir=model_dir)
+    scorer = SCORERS.create("contrastive_scorer", model_dir=model_dir)
     images, captions = _held_out()
     matched = scorer.score(images, captions)
     assert matched.shape == (48,) and np.all(np.abs(matched) <= 1.0 + 1e-5)
@@ -69,7 +69,7 @@ def test_contrastive_lowers_loss_and_scorer_prefers_matching_captions():
 def test_clip_score_metric():
     model_dir, _ = contrastive_run()
     images, captions = _held_out(16)
-    metric = METRICS.create("clip_score", scorer=SCORERS.create("contrastive",
+    metric = METRICS.create("clip_score", scorer=SCORERS.create("contrastive_scorer",
                                                                 model_dir=model_dir))
     value = metric(images, captions)
     assert value == pytest.approx(float(np.mean(metric.scores(images, captions))))
@@ -110,13 +110,13 @@ def test_retrieval_accuracy_counts_the_right_caption():
 
 
 def test_scorer_errors(tmp_path):
-    with pytest.raises(ZooError, match="contrastive.model_dir"):
-        SCORERS.create("contrastive")
+    with pytest.raises(ZooError, match="contrastive_scorer.model_dir"):
+        SCORERS.create("contrastive_scorer")
     mlm_dir, _ = mlm_run()
     with pytest.raises(ZooError, match="is a 'mlm' run, not a 'contrastive'"):
-        SCORERS.create("contrastive", model_dir=mlm_dir)
+        SCORERS.create("contrastive_scorer", model_dir=mlm_dir)
     model_dir, _ = contrastive_run()
-    scorer = SCORERS.create("contrastive", model_dir=model_dir)
+    scorer = SCORERS.create("contrastive_scorer", model_dir=model_dir)
     with pytest.raises(ZooError, match=r"\[B, H, W, 3\]"):
         scorer.score(np.zeros((2, 8, 8)), ["a", "b"])
     with pytest.raises(ZooError, match="2 images but 3 captions"):

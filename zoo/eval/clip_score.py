@@ -1,6 +1,6 @@
 """Image-text agreement (CLIP-score style): mean cosine similarity of images to their prompts.
 
-    metric = METRICS.create("clip_score", scorer="contrastive")   # contrastive.model_dir bound
+    metric = METRICS.create("clip_score")   # with contrastive_scorer.model_dir bound in gin
     metric(images, prompts)   # float: mean over pairs of cos(image_i, prompt_i), in [-1, 1]
 
 The scorer is a registered scorer name (built with its gin bindings) or a scorer object with
@@ -19,13 +19,14 @@ class ClipScore:
     """Mean cosine similarity of images to their prompts under a contrastive scorer.
 
     Args:
-        scorer: registered scorer name (default the trained `contrastive` model) or a scorer.
+        scorer: registered scorer name (default `contrastive_scorer`) or a scorer object.
         batch_size: pairs scored at once.
         scale: multiply the mean by this (CLIPScore uses 100).
         clip_negative: score max(cos, 0) per pair, as CLIPScore does.
     """
 
-    def __init__(self, scorer="contrastive", batch_size=64, scale=1.0, clip_negative=False):
+    def __init__(self, scorer="contrastive_scorer", batch_size=64, scale=1.0,
+                 clip_negative=False):
         self.scorer = SCORERS.create(scorer) if isinstance(scorer, str) else scorer
         if not callable(getattr(self.scorer, "score", None)):
             raise ZooError(f"clip_score needs a scorer with score(images, captions), got "

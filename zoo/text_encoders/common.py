@@ -64,6 +64,13 @@ def component_config(registry: Registry, name: str, built, overrides=None) -> Di
     return out
 
 
+def resolved_args(registry: Registry, name: str, overrides=None) -> Dict[str, Any]:
+    """Gin bindings of a component plus `overrides`: what rebuilds it without gin (JSON only)."""
+    args = {**gin_bindings(registry, name), **dict(overrides or {})}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()
+            if _jsonable(v)}
+
+
 def create(registry: Registry, component: str, config: Optional[Dict[str, Any]] = None,
            **extra):
     """`registry.create(component, **config)`, adding `extra` arguments it accepts."""

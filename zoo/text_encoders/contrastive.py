@@ -11,7 +11,7 @@ registered text encoder being pretrained (mean of its outputs over real tokens);
 projected to `embed_dim` and l2-normalised. The loss is the symmetric InfoNCE over the batch,
 with a learnable temperature (initialised to 0.07, its inverse capped at 100, as in CLIP).
 
-The trained run directory is what the `contrastive` scorer loads (`scorer.py`) to rerank
+The trained run directory is what the scorer `contrastive_scorer` loads (`scorer.py`) to rerank
 samples and to score image-text agreement; its text tower can be loaded into Parti
 (`pretrained.py`).
 """
@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.registry import TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common
 from zoo.train.task import Task, UpdateGroup
 
@@ -202,7 +202,7 @@ class ContrastiveTask(Task):
                              "heads": image_heads, "mlp_dim": image_mlp_dim}
         ViTImageEncoder(**self.image_config)  # checks the sizes now, not at build()
         self.dataset_name = dataset
-        self.dataset_config = dict(dataset_config or {})
+        self.dataset_config = common.resolved_args(DATASETS, dataset, dataset_config)
         self.split = split
         self.image_size = int(image_size)
         self.embed_dim = int(embed_dim)
@@ -289,7 +289,8 @@ class ContrastiveTask(Task):
 
         ds = pipeline.make_dataset(
             self.dataset_name, split=self.split, image_size=self.image_size,
-            batch_size=batch_size, tokenizer=self.fresh_tokenizer(), seed=seed, start_step=start_step,
+            batch_size=batch_size, tokenizer=self.fresh_tokenizer(), seed=seed,
+            start_step=start_step,
             **self.dataset_config)
         keys = ("image", "caption", "text_tokens", "text_mask")
         return ds.map(lambda b: {k: b[k] for k in keys})
@@ -345,13 +346,14 @@ def _cached(obj, attr, make):
     return getattr(obj, attr)
 
 
-def retrieval_accuracy(task: ContrastiveTask, images, captions, candidates: int = 32,
-                       seed: int = 0, distinct=None) -> float:
+def retrieval_accuracy(task, images, captions, candidates: int = 32, seed: int = 0,
+                       wrong_for=None) -> float:
     """Share of images whose own caption scores highest among `candidates` captions.
 
-    The other candidates are drawn at random from the other (distinct) captions of the set.
-    `distinct(true_caption, other_caption) -> bool` may reject distractors that also describe
-    the image (default: any different string).
+    The other candidates are drawn at random from the set's other distinct captions;
+    `wrong_for(i, caption) -> bool` may restrict them to captions that do not describe image
+    i (e.g. the shapes checker), so a paraphrase of the right caption is never a distractor.
+    `task` has `embed_images(images)` and `embed_text(strings)` (a ContrastiveTask or scorer).
     """
     captions = [c.decode() if isinstance(c, bytes) else str(c) for c in captions]
     pool = sorted(set(captions))
@@ -363,10 +365,13 @@ def retrieval_accuracy(task: ContrastiveTask, images, captions, candidates: int 
     rng = np.random.default_rng(seed)
     correct = 0
     for i, caption in enumerate(captions):
-        others = [c for c in pool if c != caption and (distinct is None or distinct(caption, c))]
-        chosen = list(rng.choice(len(others), size=min(candidates - 1, len(others)),
-                                 replace=False))
-        options = [caption] + [others[j] for j in chosen]
+        options = [caption]
+        for j in rng.permutation(len(pool)):
+            other = pool[j]
+            if other != caption and (wrong_for is None or wrong_for(i, other)):
+                options.append(other)
+                if len(options) == candidates:
+                    break
         scores = np.stack([text_emb[c] for c in options]) @ image_emb[i]
         correct += int(np.argmax(scores) == 0)
     return correct / max(len(captions), 1)

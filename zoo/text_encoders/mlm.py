@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.registry import TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common, text_sources
 from zoo.train.task import Task, UpdateGroup
 
@@ -163,7 +163,8 @@ class MLMTask(Task):
         common.check_positive("mlm", learning_rate=learning_rate, max_texts=max_texts)
         self.dataset_name, self.text_files, self.tfds_name = dataset, list(text_files or ()), \
             tfds_name
-        self.dataset_config = dict(dataset_config or {})
+        self.dataset_config = (common.resolved_args(DATASETS, dataset, dataset_config)
+                               if dataset else {})
         self.data_dir, self.split, self.max_texts = data_dir, split, int(max_texts)
         self.mask_rate = float(mask_rate)
         self.learning_rate, self.warmup_steps = float(learning_rate), int(warmup_steps)

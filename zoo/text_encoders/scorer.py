@@ -1,6 +1,6 @@
-"""The trained contrastive model as an image-text scorer (registered scorer `contrastive`).
+"""The trained contrastive model as an image-text scorer (registered scorer `contrastive_scorer`).
 
-    scorer = SCORERS.create("contrastive", model_dir="runs/contrastive_shapes")
+    scorer = SCORERS.create("contrastive_scorer", model_dir="runs/contrastive_shapes")
     scorer.score(images, captions)        # float32 [B]: cosine similarity of each pair
     order, scores = scorer.rerank(images, "a red circle at the top")   # best first
 
@@ -27,7 +27,7 @@ def _as_strings(captions, n: Optional[int] = None):
     return out
 
 
-@SCORERS.register("contrastive")
+@SCORERS.register("contrastive_scorer")
 class ContrastiveScorer:
     """Cosine similarity of images and captions under a trained contrastive dual encoder.
 
@@ -43,7 +43,8 @@ class ContrastiveScorer:
 
         if model_dir is None:
             raise ZooError("the contrastive scorer needs a trained model: set "
-                           "contrastive.model_dir = 'runs/contrastive_shapes' (train one with "
+                           "contrastive_scorer.model_dir = 'runs/contrastive_shapes' (train one "
+                           "with "
                            "zoo-train --gin_file=runs/contrastive_shapes.gin)")
         model_dir = os.fspath(model_dir)
         info = run_info.read(model_dir) if os.path.isdir(model_dir) else None

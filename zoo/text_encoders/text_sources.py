@@ -114,7 +114,8 @@ def text_batches(texts, batch_size: int, seed: int, start_step: int = 0) -> tf.d
     n = len(texts)
 
     def sample(step):
-        idx = tf.random.stateless_uniform([batch_size], seed=tf.stack([tf.constant(seed, tf.int64), step]),
+        pair = tf.stack([tf.constant(seed, tf.int64), step])
+        idx = tf.random.stateless_uniform([batch_size], seed=pair,
                                           maxval=n, dtype=tf.int64)
         return tf.gather(table, idx)
 
