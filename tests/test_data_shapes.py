@@ -10,10 +10,8 @@ from zoo.errors import ZooError
 
 
 def _blur(image, sigma):
-    out = image.astype(np.float32) / 255.0
-    for c in range(3):
-        out[..., c] = shapes._blur(out[..., c], sigma)  # noqa: SLF001
-    return out
+    from scipy.ndimage import gaussian_filter  # scipy is in the test extra
+    return gaussian_filter(image.astype(np.float32) / 255.0, (sigma, sigma, 0), mode="constant")
 
 
 def test_generator_is_a_pure_function_of_seed_split_index():
@@ -92,7 +90,7 @@ def test_held_out_splits():
             shapes.sample(0, i, "train", tiny)
 
 
-@pytest.mark.parametrize("size,n", [(32, 300), (64, 300), (256, 60)])
+@pytest.mark.parametrize("size,n", [(32, 300), (64, 200), (256, 50)])
 def test_checker_agrees_with_generator(size, n):
     cfg = shapes.ShapesConfig(image_size=size, max_objects=3, max_count=3)
     ok = [shapes.check(*[(e["caption"], e["image"]) for e in [shapes.generate(0, i, "train",
@@ -128,7 +126,7 @@ def _swap(text, a, b):
 def test_checker_rejects_mismatched_captions():
     cfg = shapes.ShapesConfig(max_objects=2)
     rejected = {"colour": [], "shape": [], "position": [], "other": []}
-    for i in range(120):
+    for i in range(80):
         ex = shapes.generate(0, i, "train", cfg)
         text, image = ex["caption"], ex["image"]
         colour = next(c for c in shapes.COLOURS if re.search(rf"\b{c}\b", text))
