@@ -4,6 +4,7 @@ values, summaries, run.json checks, load_task."""
 import json
 import os
 import shutil
+import signal
 
 import keras
 import numpy as np
@@ -72,6 +73,32 @@ def test_already_done_returns_without_training(tmp_path, capsys):
     r = _train(tmp_path, 5)
     assert r.step == 5 and r.losses == {}
     assert "nothing to do" in capsys.readouterr().out
+
+
+class _TermAt(tiny_task.TinyRegression):
+    """Sends itself SIGTERM (like a pre-empting scheduler) after a given step."""
+
+    def __init__(self, term_at=3, **kw):
+        super().__init__(**kw)
+        self.term_at = term_at
+
+    def after_step(self, step):
+        if step == self.term_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_saves_after_the_step_and_stops(tmp_path, capsys):
+    previous = signal.getsignal(signal.SIGTERM)
+    r = _train(tmp_path / "a", 10, _TermAt(term_at=3), checkpoint_every=100)
+    assert r.interrupted == "SIGTERM" and r.step == 3
+    assert ckpt_lib.list_steps(str(tmp_path / "a")) == [3]
+    assert "stopped by SIGTERM after step 3" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is previous  # handler restored
+    resumed = _train(tmp_path / "a", 10, _TermAt(term_at=-1), checkpoint_every=100)
+    full = _train(tmp_path / "b", 10, _TermAt(term_at=-1), checkpoint_every=100)
+    assert resumed.start_step == 3 and resumed.interrupted is None
+    for a, b in zip(full.task.weights(), resumed.task.weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
 def test_global_norm_clipping_per_group(tmp_path):
@@ -220,3 +247,4 @@ def test_run_info_diff_is_short():
     new = {"a": 1, "model": {"dim": 16, "layers": [1, 2, 3]}, "extra": "x"}
     assert run_info.diff(saved, new) == ['extra: <absent> -> "x"', "gone: true -> <absent>",
                                          "model.dim: 8 -> 16", "model.layers: [1, 2] -> [1, 2, 3]"]
+

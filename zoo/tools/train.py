@@ -8,6 +8,8 @@ The same command resumes a run killed at any point (from its newest valid checkp
 `train.batch_size` from the gin files. `--model_dir` overrides `train.model_dir`.
 """
 
+import sys
+
 from absl import flags
 
 from zoo.tools import common
@@ -60,10 +62,12 @@ def main(argv):
     if dist is not None:
         kwargs["distribution"] = dist
     try:
-        train(**kwargs)
+        result = train(**kwargs)
     except ZooError as e:
         # gin appends "In call to configurable 'train' (...)" to errors raised inside `train`.
         raise ZooError(str(e).splitlines()[0]) from None
+    if result.interrupted:  # saved and stopped by SIGTERM / Ctrl-C: exit like the signal
+        sys.exit(143 if result.interrupted == "SIGTERM" else 130)
 
 
 def run():

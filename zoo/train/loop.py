@@ -25,7 +25,9 @@ import importlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,6 +61,7 @@ class TrainResult:
     checkpoint: Optional[str]  # path of the last checkpoint written or restored
     seconds: float
     steps_per_sec: float
+    interrupted: Optional[str] = None  # "SIGTERM" / "SIGINT" when stopped by a signal
 
 
 # -- finding tasks ---------------------------------------------------------------------------
@@ -339,8 +342,9 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     step = start_step
     interval_t, interval_steps = time.time(), 0
     loop_t0, warm_t0, warm_step = time.time(), None, None
+    stop = _StopOnSignal()
     try:
-        while step < steps:
+        while step < steps and not stop.requested:
             try:
                 batch = next(batches)
             except StopIteration:
@@ -394,7 +398,7 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
                     images = {}
                 if images:
                     writer.images(step, images)
-            if step % checkpoint_every == 0 or step == steps:
+            if step % checkpoint_every == 0 or step == steps or stop.requested:
                 last_ckpt = manager.save(step)
             if bar is not None:
                 post = {k: f"{v:.4g}" for k, v in losses.items()}
@@ -403,6 +407,7 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
         writer.close()
@@ -419,7 +424,41 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     print(f"zoo-train: {name} steps {start_step}->{step} in {seconds:.1f}s ({sps:.2f} steps/s "
           f"after the first); loss {loss_txt}; non-finite skipped {skipped}; checkpoint "
           f"{last_ckpt}", flush=True)
-    return TrainResult(task, step, start_step, losses, metrics, skipped, last_ckpt, seconds, sps)
+    if stop.requested:
+        print(f"zoo-train: stopped by {stop.requested} after step {step} (saved); run the same "
+              f"command to resume", file=sys.stderr, flush=True)
+    return TrainResult(task, step, start_step, losses, metrics, skipped, last_ckpt, seconds, sps,
+                       interrupted=stop.requested)
+
+
+class _StopOnSignal:
+    """SIGTERM (pre-emption) or a first Ctrl-C asks the loop to save and stop after the
+    current step, so the checkpoint never holds a half-applied update. A second Ctrl-C
+    interrupts at once. Only in the main thread (where Python delivers signals)."""
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # pragma: no cover - unusual embedding
+                pass
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = name
+        print(f"\nzoo-train: {name}: saving a checkpoint after this step, then stopping "
+              f"(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def _untracked_state(trackables: Dict[str, Any]) -> Dict[str, List[tf.Variable]]:
