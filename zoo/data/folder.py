@@ -265,7 +265,10 @@ class ImageCaptionFolder(CaptionDataset):
         image_column: str. Metadata column with the image path, relative to the metadata file.
         caption_column: str. Metadata column with the caption.
         verify: 'header' (open each image's header; PNG CRCs; JPEG end marker), 'full'
-            (decode every image once: slow, catches everything) or 'none'.
+            (decode every image once: slow, catches everything) or 'none'. A file that
+            passes the check but fails to decode later is dropped from the stream with a
+            warning, which shifts later batches by one example (resuming exactly past such a
+            file needs 'full').
         keep_columns: bool. Carry the other metadata columns through the pipeline as strings.
     """
 

@@ -208,7 +208,9 @@ def examples(dataset: Union[str, CaptionDataset] = "synthetic_shapes", split: st
                     num_parallel_calls=parallel, deterministic=True)
 
     # A file that passed the dataset's checks but still fails to decode is dropped (logged),
-    # never fatal; the folder dataset checks files up front so this stays rare.
+    # never fatal. The folder dataset checks files up front so this stays rare; when it does
+    # happen, later examples move up one place, so a run resumed past that point sees batches
+    # shifted by one example (image_caption_folder.verify = 'full' rules this out).
     ds = ds.ignore_errors(log_warning=True)
     options = tf.data.Options()
     options.deterministic = True
