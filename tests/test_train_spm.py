@@ -24,6 +24,12 @@ def test_trains_model_with_zoo_special_ids(tmp_path):
     assert sp.decode(sp.encode("a red circle at the top left")) == "a red circle at the top left"
 
 
+def test_same_text_gives_the_same_model_bytes(tmp_path):
+    a = train_sentencepiece(corpus(200), str(tmp_path / "a" / "spm.model"), vocab_size=90)
+    b = train_sentencepiece(corpus(200), str(tmp_path / "b" / "spm.model"), vocab_size=90)
+    assert open(a, "rb").read() == open(b, "rb").read()
+
+
 @pytest.mark.parametrize("model_type", ["bpe", "char", "word"])
 def test_model_types(tmp_path, model_type):
     path = train_sentencepiece(corpus(100), str(tmp_path / "m.model"), vocab_size=60,

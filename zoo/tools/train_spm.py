@@ -100,6 +100,7 @@ def train_sentencepiece(texts: Iterable[str], output: str, vocab_size: int = 160
                     size = err.suggested
                     continue
                 raise err from None
+        _drop_temporary_paths(prefix + ".model", os.path.basename(stem))
         sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
         pieces = sp.get_piece_size()
         if pieces != vocab_size:
@@ -110,6 +111,19 @@ def train_sentencepiece(texts: Iterable[str], output: str, vocab_size: int = 160
     os.replace(stem + ".vocab.tmp", stem + ".vocab")
     os.replace(output + ".tmp", output)  # atomic: a reader never sees half a model
     return output
+
+
+def _drop_temporary_paths(model_file: str, name: str) -> None:
+    """Rewrites the model without the temporary corpus path SentencePiece records in it, so
+    the same text gives a byte-identical model."""
+    from sentencepiece import sentencepiece_model_pb2
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(model_file, "rb") as f:
+        proto.ParseFromString(f.read())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.model_prefix = name
+    with open(model_file, "wb") as f:
+        f.write(proto.SerializeToString(deterministic=True))
 
 
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
