@@ -4,7 +4,8 @@ checkpoint write, restarted with the same command, end with the weights of an un
 The kills are made deterministic by the test-only hook `ZOO_TEST_CHECKPOINT_HOOK`
 (zoo/train/checkpoint.py): the process SIGKILLs itself right after checkpoint N is complete
 ("killafter:N") or inside the save of checkpoint N, after TF wrote the files and before the
-manifest and the rename ("kill:N").
+manifest and the rename ("kill:N"), or pauses there ("sleep:N:seconds") so that the test
+SIGKILLs it from outside.
 """
 
 import os
@@ -57,10 +58,27 @@ def test_kill_after_and_during_checkpoint_then_resume_matches_uninterrupted(tmp_
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert ckpt_lib.list_steps(str(model_dir)) == [10]
 
-    # (b) restarted with the same command, SIGKILLed in the middle of writing checkpoint 20.
-    r = _zoo_train(site, model_dir, gin_file, hook="kill:20")
-    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
-    assert "resumed from" in r.stderr and "ckpt-10" in r.stderr
+    # (b) restarted with the same command, SIGKILLed from outside (as by a scheduler) while
+    # it writes checkpoint 20: the hook makes the save pause there and say so.
+    env = tool_env(site)
+    env[ckpt_lib.HOOK_ENV] = "sleep:20:120"
+    with open(tmp_path / "b.err", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.train", f"--gin_file={gin_file}",
+             f"--model_dir={model_dir}", "--seed=1", "--noprogress"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            for line in proc.stdout:
+                if "in checkpoint write of step 20" in line:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+            assert proc.wait(timeout=300) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+    stderr = (tmp_path / "b.err").read_text()
+    assert "resumed from" in stderr and "ckpt-10" in stderr
     leftovers = os.listdir(model_dir / "checkpoints")
     assert any(n.startswith("ckpt-20.tmp-") for n in leftovers), leftovers
     assert ckpt_lib.list_steps(str(model_dir)) == [10]  # the half-written one is not a ckpt
