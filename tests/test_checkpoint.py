@@ -1,5 +1,6 @@
 """Checkpoints (zoo.train.checkpoint): atomic saves, manifests, keep policy, corrupt fallback."""
 
+import errno
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tiny_task
+from zoo.errors import ZooError
 from zoo.train import checkpoint as ckpt_lib
 from zoo.train.loop import load_task, train
 
@@ -108,3 +110,19 @@ def test_load_task_skips_corrupt_latest(tmp_path):
     data["files"][name][0] += 1
     manifest.write_text(json.dumps(data))
     assert load_task(tmp_path).restored_step == 3
+
+
+def test_failed_write_is_one_line_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+    _, m = _manager(tmp_path)
+    m.save(1)
+    before = sorted(os.listdir(tmp_path / "checkpoints" / "ckpt-1"))
+
+    def disk_full(path, chunk=0):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_lib, "_crc32", disk_full)
+    with pytest.raises(ZooError, match=r"could not write checkpoint ckpt-2 .*No space left on "
+                                       r"device.*latest: ckpt-1"):
+        m.save(2)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt-1"]  # no leftovers
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "ckpt-1")) == before

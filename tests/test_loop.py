@@ -199,6 +199,22 @@ def test_refuses_directory_of_another_task_or_seed_or_foreign(tmp_path):
     assert sorted(os.listdir(foreign)) == listing
 
 
+def test_allowed_config_change_resumes_and_is_recorded(tmp_path):
+    _train(tmp_path, 5)
+    with pytest.raises(ZooError, match=r"learning_rate: 0.01 -> 0.02.*allow_config_change = "
+                                       r"\['learning_rate'\]"):
+        _train(tmp_path, 10, tiny_task.TinyRegression(learning_rate=0.02))
+    with pytest.raises(ZooError, match="hidden: 8 -> 9"):  # only the allowed keys may change
+        _train(tmp_path, 10, tiny_task.TinyRegression(learning_rate=0.02, hidden=9),
+               allow_config_change=["learning_rate"])
+    r = _train(tmp_path, 10, tiny_task.TinyRegression(learning_rate=0.02),
+               allow_config_change=["learning_rate"])
+    assert r.start_step == 5 and r.step == 10
+    info = run_info.read(str(tmp_path))
+    assert info["task_config"]["learning_rate"] == 0.02
+    assert info["sessions"][-1]["args"]["config_changes"] == ["learning_rate: 0.01 -> 0.02"]
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(steps=-1), "steps must be an integer >= 0"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
@@ -206,6 +222,7 @@ def test_refuses_directory_of_another_task_or_seed_or_foreign(tmp_path):
     (dict(keep_last=0), "keep_last must be >= 1"),
     (dict(model_dir=None), "no model directory"),
     (dict(task="no_such_task"), "unknown task 'no_such_task'"),
+    (dict(model_dir="gs://bucket/run"), "is a URL.*mount it"),
 ])
 def test_bad_arguments(tmp_path, kw, match):
     args = {**QUIET, "task": tiny_task.TinyRegression(), "model_dir": str(tmp_path / "m"),

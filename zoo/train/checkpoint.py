@@ -176,7 +176,23 @@ class CheckpointManager:
     # -- saving --------------------------------------------------------------------------------
 
     def save(self, step: int) -> str:
-        """Writes checkpoint `step` atomically; applies the keep policy. Returns its path."""
+        """Writes checkpoint `step` atomically; applies the keep policy. Returns its path.
+
+        A failed write (disk full, permissions) leaves the earlier checkpoints as they were
+        and raises a ZooError naming the checkpoint and the cause.
+        """
+        try:
+            return self._save(step)
+        except (OSError, tf.errors.OpError) as e:
+            shutil.rmtree(f"{self.path(step)}.tmp-{os.getpid()}", ignore_errors=True)
+            cause = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            valid = [s for s in self.steps() if s != step]
+            before = f"{PREFIX}-{valid[-1]}" if valid else "none"
+            raise ZooError(f"could not write checkpoint {PREFIX}-{step} in {self.directory}: "
+                           f"{str(cause).splitlines()[0]} (the earlier checkpoints are "
+                           f"untouched; latest: {before})") from None
+
+    def _save(self, step: int) -> str:
         final = self.path(step)
         if not self.is_chief:
             scratch = os.path.join(self.directory, f".worker-{os.getpid()}")

@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -185,6 +185,10 @@ def _check_args(model_dir, steps, batch_size, checkpoint_every, summary_every,
 
 def _check_model_dir(model_dir: str) -> Optional[Dict[str, Any]]:
     """run.json of an existing zoo run, None for a new/empty dir; refuses foreign dirs."""
+    if "://" in model_dir:
+        raise ZooError(f"model_dir {model_dir} is a URL; zoo-train's atomic checkpoints need a "
+                       f"file system path (for a bucket, mount it, e.g. with gcsfuse, and give "
+                       f"the mount point)")
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise ZooError(f"model_dir {model_dir} exists and is not a directory")
     saved = run_info.read(model_dir)
@@ -229,7 +233,7 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
           summary_every: int = 100, image_summary_every: int = 1000,
           skip_nonfinite: bool = False, max_nonfinite: Optional[int] = None,
           deterministic: bool = False, jit_compile: bool = False, progress: bool = True,
-          check_crc: bool = True) -> TrainResult:
+          check_crc: bool = True, allow_config_change: Sequence[str] = ()) -> TrainResult:
     """Trains `task` until `steps` steps are done, resuming from `model_dir` if it holds a run.
 
     Args:
@@ -255,6 +259,8 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
         jit_compile: XLA-compile the gradient step.
         progress: show a progress bar.
         check_crc: verify the CRC32 of the checkpoint files before restoring.
+        allow_config_change: task config keys (dotted paths, e.g. 'learning_rate') that may
+            differ from the saved run's when resuming; any other difference is refused.
     """
     t_start = time.time()
     if task is None:
@@ -276,8 +282,13 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     task = _make_task(task)
     name = task_name_of(task)
     task_config = task.config()
+    changes = []
     if saved is not None:
-        run_info.check_compatible(model_dir, saved, name, task_config, seed)
+        changes = run_info.check_compatible(model_dir, saved, name, task_config, seed,
+                                            allow=tuple(allow_config_change or ()))
+        if changes:
+            print(f"zoo-train: warning: resuming {model_dir} with an allowed task config "
+                  f"change: {'; '.join(changes)}", file=sys.stderr, flush=True)
         if int(saved.get("batch_size", batch_size)) != batch_size:
             print(f"zoo-train: warning: {model_dir} was started with batch_size "
                   f"{saved['batch_size']}, now {batch_size}: the resumed run sees other "
@@ -315,12 +326,14 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     if is_chief:
         info = saved if saved is not None else run_info.new_info(name, task_config, seed,
                                                                  batch_size)
+        if changes:  # load_task rebuilds the task as it is now; the session keeps the change
+            info = {**info, "task_config": run_info.normalize(task_config)}
         args = dict(steps=steps, batch_size=batch_size, seed=seed,
                     distribution=getattr(dist, "describe", lambda: str(dist))(),
                     checkpoint_every=checkpoint_every, keep_last=keep_last,
                     keep_every=keep_every, skip_nonfinite=skip_nonfinite,
                     max_nonfinite=max_nonfinite, deterministic=deterministic,
-                    jit_compile=jit_compile)
+                    jit_compile=jit_compile, config_changes=changes)
         run_info.write(model_dir, run_info.add_session(info, start_step, args))
         _write_operative_config(model_dir, start_step)
 
@@ -601,8 +614,10 @@ def _progress_bar(enabled, start, total):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=0.5,
-                file=sys.stderr, desc="train")
+    # Not a terminal (a log file): a line every 30 s instead of a redraw every half second.
+    interactive = getattr(sys.stderr, "isatty", lambda: False)()
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                mininterval=0.5 if interactive else 30.0, file=sys.stderr, desc="train")
 
 
 def _write_operative_config(model_dir: str, start_step: int) -> None:

@@ -15,7 +15,7 @@ import os
 import platform
 import shlex
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from zoo.errors import ZooError
 
@@ -139,22 +139,41 @@ def _short(v: Any, n: int = 40) -> str:
 
 
 def check_compatible(model_dir: str, saved: Dict[str, Any], task_name: str,
-                     task_config: Dict[str, Any], seed: int) -> None:
-    """Raises ZooError when `model_dir` (run.json `saved`) was made by another task/config."""
+                     task_config: Dict[str, Any], seed: int,
+                     allow: Sequence[str] = ()) -> List[str]:
+    """Raises ZooError when `model_dir` (run.json `saved`) was made by another task/config.
+
+    `allow`: task config keys (dotted, e.g. 'learning_rate' or 'dataset_options') that may
+    differ; returns the allowed differences ('key: saved -> new').
+    """
     if saved["task"] != task_name:
         raise ZooError(
             f"model_dir {model_dir} was written by task {saved['task']!r}, not {task_name!r}; "
             f"use another --model_dir (nothing was changed)")
     new = normalize(task_config)
     old = saved.get("task_config", {})
+    allowed, refused = [], []
     if old != new:
-        changes = "; ".join(diff(old, new))
+        a, b = flatten(old), flatten(new)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<absent>") == b.get(key, "<absent>"):
+                continue
+            line = f"{key}: {_short(a.get(key, '<absent>'))} -> {_short(b.get(key, '<absent>'))}"
+            (allowed if _allowed(key, allow) else refused).append(line)
+    if refused:
+        shown = refused[:6] + ([f"... {len(refused) - 6} more"] if len(refused) > 6 else [])
         raise ZooError(
             f"model_dir {model_dir} holds a {task_name!r} run with another task config "
-            f"(saved -> now: {changes}); resume with the saved config or use another "
-            f"--model_dir (nothing was changed)")
+            f"(saved -> now: {'; '.join(shown)}); resume with the saved config, or use another "
+            f"--model_dir, or allow a change with train.allow_config_change = "
+            f"['{refused[0].split(':')[0]}'] (nothing was changed)")
     if "seed" in saved and int(saved["seed"]) != int(seed):
         raise ZooError(
             f"model_dir {model_dir} was trained with seed {saved['seed']}, not {seed}; the data "
             f"order depends on it: resume with --seed={saved['seed']} or use another "
             f"--model_dir (nothing was changed)")
+    return allowed
+
+
+def _allowed(key: str, allow: Sequence[str]) -> bool:
+    return any(key == a or key.startswith(a + ".") or key.startswith(a + "[") for a in allow)
