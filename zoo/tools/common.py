@@ -41,9 +41,37 @@ def define_gin_flags(model_dir_required: bool = False) -> None:
         flags.mark_flag_as_required("model_dir")
 
 
+_TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ",
+             "E0000 ", "To enable the following instructions", "oneDNN custom operations")
+
+
 def quiet_tensorflow() -> None:
-    """Keeps TF's C++ start-up chatter out of the tools' output (before TF is imported)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Keeps TF's C++ start-up chatter out of the tools' output.
+
+    TF prints info lines from C++ before its logging is initialised, which
+    TF_CPP_MIN_LOG_LEVEL does not silence; so TF is imported with file descriptor 2 redirected
+    and only the lines that are not start-up noise are written back.
+    """
+    # 3: also hides the CUDA probe's error line on machines without a GPU (real failures
+    # still surface as Python exceptions). Set TF_CPP_MIN_LOG_LEVEL yourself to see more.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("ZOO_VERBOSE_TF"):
+        return
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+    kept = [line for line in text.splitlines() if line and not line.startswith(_TF_NOISE)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
 
 
 def setup(argv=None, *, parse_gin: bool = True, finalize: bool = True) -> None:
