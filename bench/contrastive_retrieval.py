@@ -25,6 +25,7 @@ flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
 flags.DEFINE_string("model_dir", None, "Run directory (default: a fresh temporary one).")
 flags.DEFINE_integer("eval_images", 500, "Held-out images to evaluate.")
 flags.DEFINE_integer("candidates", 32, "Captions to choose from per image.")
+flags.DEFINE_integer("eval_step", None, "Evaluate this checkpoint step (default: the last).")
 flags.DEFINE_integer("spm_vocab", 58, "SentencePiece vocabulary for the captions.")
 FLAGS = flags.FLAGS
 
@@ -62,7 +63,7 @@ def main(argv):
     result = train(model_dir=run_dir, progress=False)
     train_seconds, train_cpu = time.time() - t0, _cpu_seconds() - cpu0
 
-    task = load_task(run_dir)
+    task = load_task(run_dir, FLAGS.eval_step)
     size = task.image_size
     data = DATASETS.create(task.dataset_name, **task.dataset_config)
     examples = [data.example(i, "validation", image_size=size)
@@ -74,7 +75,7 @@ def main(argv):
         task, images, captions, FLAGS.candidates,
         wrong_for=lambda i, other: not shapes.check(other, examples[i]["image"]))
     chance = 1.0 / FLAGS.candidates
-    print(f"contrastive_retrieval: gin {' '.join(FLAGS.gin_file)}; steps {result.step}, "
+    print(f"contrastive_retrieval: gin {' '.join(FLAGS.gin_file)}; steps {task.restored_step}, "
           f"batch {config.query('train.batch_size')}, image {size}x{size}; "
           f"train {train_seconds:.0f} s wall, {train_cpu:.0f} s CPU (incl. start-up; "
           f"{result.steps_per_sec:.2f} steps/s); load average {os.getloadavg()[0]:.1f}; "
