@@ -43,6 +43,15 @@ def test_centre_crop_preserves_aspect(fmt):
     assert out[..., 1].mean() > 0.9
 
 
+def test_shrinking_is_anti_aliased_and_growing_works():
+    checker = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    checker = np.stack([checker] * 3, -1)
+    small = pipeline.crop_pixels(tf.constant(checker), 16).numpy()
+    assert np.allclose(small, 0.5, atol=0.01)  # no aliasing: every pixel is the average
+    big = pipeline.crop_pixels(tf.constant(checker[:8, :8]), 20).numpy()
+    assert big.shape == (20, 20, 3) and 0.0 <= big.min() and big.max() <= 1.0
+
+
 def test_random_crop_is_seeded():
     data = tf.constant(_encode(_wide_image(), "PNG"))
     crops = [pipeline.decode_and_crop(data, 8, True, tf.constant([0, k], tf.int64)).numpy()

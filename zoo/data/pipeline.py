@@ -83,9 +83,15 @@ def _crop_window(height, width, crop_random, seed_pair):
 
 
 def _resize_square(image, image_size):
-    """uint8/float [S, S, 3] -> float32 [image_size, image_size, 3] in [0, 255]."""
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear",
-                            antialias=True)
+    """uint8/float [S, S, 3] -> float32 [image_size, image_size, 3] in [0, 255].
+
+    Shrinking averages the source pixels each output pixel covers ('area': anti-aliased, and
+    several times faster than bilinear with antialias=True); enlarging is bilinear.
+    """
+    size = [image_size, image_size]
+    shrink = tf.shape(image)[0] > image_size
+    image = tf.cond(shrink, lambda: tf.image.resize(image, size, method="area"),
+                    lambda: tf.image.resize(image, size, method="bilinear"))
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
