@@ -216,7 +216,6 @@ class ContrastiveTask(Task):
         self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
         self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
                                                         self.tokenizer, tokenizer_config)
-        self._tokenizer_args = dict(tokenizer_config or {})
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.encoder_name = encoder
         probe = common.create(TEXT_ENCODERS, encoder, encoder_config,
@@ -274,7 +273,7 @@ class ContrastiveTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self._tokenizer_args)
+        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
 
     def update_groups(self):
         return [UpdateGroup("contrastive", self.optimizer, self.model.trainable_variables,

@@ -175,7 +175,6 @@ class MLMTask(Task):
         self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
         self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
                                                         self.tokenizer, tokenizer_config)
-        self._tokenizer_args = dict(tokenizer_config or {})
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.mask_id = mask_id_of(self.tokenizer, mask_id)
         self.special_ids = special_ids_of(self.tokenizer)
@@ -229,7 +228,7 @@ class MLMTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self._tokenizer_args)
+        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
 
     def update_groups(self):
         return [UpdateGroup("mlm", self.optimizer, self.model.trainable_variables,
