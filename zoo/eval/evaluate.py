@@ -208,6 +208,16 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
         from zoo.eval.shapes_eval import describe, shapes_acceptance
         checked = shapes_acceptance(texts, flat)
         metrics["shapes_acceptance"] = checked["acceptance"]
+        shapes_results = {k: checked[k] for k in ("acceptance", "by_feature", "count",
+                                                  "unreadable")}
+        if all(row.get("scores") for row in rows) and num_samples > 1:
+            # Samples come best first when a scorer reranked them: the first one of each
+            # prompt is what a reranking system would show.
+            top = [checked["accepted"][p * num_samples] for p in range(len(rows))]
+            top = [bool(t) for t in top if t is not None]
+            if top:
+                shapes_results["acceptance_top1"] = float(np.mean(top))
+                metrics["shapes_acceptance_top1"] = shapes_results["acceptance_top1"]
         metrics["shapes_acceptance_by_feature"] = checked["by_feature"]
         for p, row in enumerate(rows):
             part = slice(p * num_samples, (p + 1) * num_samples)
@@ -239,6 +249,8 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
         notes.append("contrastive score not computed: no scorer configured (--scorer)")
     results = {**(info or {}), "num_prompts": len(rows), "num_samples": num_samples,
                "seed": seed, "metrics": metrics, "samples": rows, "notes": notes}
+    if shapes_check:
+        results["shapes"] = shapes_results
     if reference is not None:
         results["reference"] = str(reference)
     json_path, summary_path = report.write_results(out, results)

@@ -1,0 +1,126 @@
+"""zoo-eval on a tiny trained run: prompts from the run's own shapes data, metrics, reranking by
+a scorer, results/summary/gallery/grid files, resume, and every bad input as one clear line."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers_parti_run import tiny_parti_run
+from helpers_tools import run_tool
+from zoo.errors import ZooError
+from zoo.registry import SCORERS
+
+
+@pytest.fixture
+def brightness_scorer():
+    class Brightness:
+        """Stand-in for the contrastive scorer: brighter images score higher."""
+
+        def score(self, images, captions):
+            assert len(images) == len(captions)
+            return np.asarray(images, np.float32).mean(axis=(1, 2, 3))
+
+    SCORERS.register("test_brightness")(Brightness)
+    yield "test_brightness"
+    SCORERS.unregister("test_brightness")
+
+
+@pytest.mark.slow
+def test_eval_tiny_run_end_to_end(tmp_path, brightness_scorer, monkeypatch):
+    from zoo.data import shapes
+    from zoo.models.sampling import TextToImage
+    from zoo.tools.eval import run_eval
+
+    run = tiny_parti_run()
+    model_dir = str(run / "parti")
+    out = tmp_path / "eval"
+    results = run_eval(model_dir, "shapes", str(out), num_prompts=3, num_samples=2, seed=1,
+                       guidance_scale=1.2, scorer=brightness_scorer, progress=False)
+
+    # Held-out captions of the run's data: seed 3, one object per image (bound in gin).
+    config = shapes.ShapesConfig(max_objects=1)
+    assert [s["prompt"] for s in results["samples"]] == [
+        shapes.caption(3, i, "test", config) for i in range(3)]
+    assert results["checkpoint_step"] == 2 and results["guidance_scale"] == 1.2
+    metrics = results["metrics"]
+    assert 0.0 <= metrics["shapes_acceptance"] <= 1.0
+    assert set(metrics["shapes_acceptance_by_feature"]) >= {"colour", "shape", "position",
+                                                          "count"}
+    assert "acceptance_top1" in results["shapes"]
+    # Reranked by the scorer: best first, and the agreement score is the scorer's mean.
+    images = np.stack([[np.asarray(Image.open(out / n), np.float32) / 255 for n in s["images"]]
+                       for s in results["samples"]])
+    brightness = images.mean(axis=(2, 3, 4))
+    for sample, b in zip(results["samples"], brightness):
+        assert sample["scores"] == sorted(sample["scores"], reverse=True)
+        np.testing.assert_allclose(sample["contrastive"], b, atol=1e-6)
+    assert metrics["contrastive_score"] == pytest.approx(brightness.mean(), abs=1e-6)
+    for name in ("results.json", "summary.txt", "index.html", "grid.png", "samples.jsonl"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["num_samples"] == 2
+    grid = Image.open(out / "grid.png")
+    assert grid.size[1] > 3 * 96
+
+    # The same command again resumes: nothing is generated twice.
+    calls = []
+    original = TextToImage.__call__
+    monkeypatch.setattr(TextToImage, "__call__",
+                        lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    again = run_eval(model_dir, "shapes", str(out), num_prompts=3, num_samples=2, seed=1,
+                     guidance_scale=1.2, scorer=brightness_scorer, progress=False)
+    assert calls == [] and again["metrics"] == results["metrics"]
+
+
+@pytest.mark.slow
+def test_cli_partiprompts_grouped(tmp_path):
+    run = tiny_parti_run()
+    out = tmp_path / "p2"
+    r = run_tool("eval", f"--model_dir={run / 'parti'}", "--prompts=partiprompts",
+                 "--num_prompts=3", "--num_samples=1", f"--output_dir={out}", "--noprogress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "by category" in r.stdout and "gallery:" in r.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["groups"]["category"]) == 3  # one prompt from each of 3 categories
+    assert "shapes_acceptance" not in results["metrics"]
+    page = (out / "index.html").read_text()
+    assert "<h2" in page and "<h3" in page
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "is empty"),
+    (b"\xff\xfe bad", "not UTF-8: byte 0xff at byte offset 0"),
+    (b"a red circle\n\ntwo blue squares\n", "line 2 is empty"),
+])
+def test_bad_prompt_files(tmp_path, content, match):
+    from zoo.tools.eval import run_eval
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(content)
+    with pytest.raises(ZooError, match=match):
+        run_eval(str(model_dir), str(prompts), str(tmp_path / "out"))
+
+
+def test_bad_dirs(tmp_path):
+    from zoo.tools.eval import run_eval
+    with pytest.raises(ZooError, match=r"--model_dir '.*nope' does not exist.*parti"):
+        run_eval(str(tmp_path / "nope"), "shapes")
+    with pytest.raises(ZooError, match="--model_dir is required"):
+        run_eval(None, "shapes")
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ZooError, match=r"reference image folder '.*refs' does not exist"):
+        run_eval(str(tmp_path / "model"), "shapes", reference_dir=str(tmp_path / "refs"))
+    with pytest.raises(ZooError, match=r"--scorer_dir '.*nope' does not exist"):
+        run_eval(str(tmp_path / "model"), "shapes", scorer_dir=str(tmp_path / "nope"))
+    with pytest.raises(ZooError, match="--num_prompts must be at least 1"):
+        run_eval(str(tmp_path / "model"), "shapes", num_prompts=0)
+
+
+def test_cli_error_is_one_line(tmp_path):
+    r = run_tool("eval", f"--model_dir={tmp_path / 'missing'}")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "missing' does not exist" in errors[0], r.stderr[-2000:]
