@@ -66,14 +66,26 @@ class ScanReport:
     def num_skipped(self) -> int:
         return sum(len(v) for v in self.skipped.values())
 
+    def details(self) -> str:
+        """'skipped N of M rows (reasons): first files' on one line."""
+        reasons = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
+        first = [_show(f) for v in self.skipped.values() for f in v][:5]
+        more = " ..." if self.num_skipped > len(first) else ""
+        return (f"skipped {self.num_skipped} of {self.num_skipped + self.kept} rows "
+                f"({reasons}): {', '.join(first)}{more}")
+
     def summary(self, path: str) -> Optional[str]:
         if not self.num_skipped:
             return None
-        reasons = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
-        first = [f for v in self.skipped.values() for f in v][:5]
-        more = " ..." if self.num_skipped > len(first) else ""
-        return (f"image_caption_folder {path}: skipped {self.num_skipped} of "
-                f"{self.num_skipped + self.kept} rows ({reasons}): {', '.join(first)}{more}")
+        return f"image_caption_folder {_show(path)}: {self.details()}"
+
+
+def _show(name: str) -> str:
+    """A file name for a one-line message: quoted with escapes if it has odd characters."""
+    text = str(name)
+    if text and text.isprintable() and text.strip() == text and "," not in text:
+        return text
+    return repr(text)
 
 
 def _read_metadata(meta_path: str, report: ScanReport, root: str):
@@ -289,9 +301,9 @@ class ImageCaptionFolder(CaptionDataset):
         for r in rows:
             self.rows.setdefault(r["split"], []).append(r)
         if not self.rows:
-            raise ZooError(f"image_caption_folder {self.root}: no usable image-caption pairs "
-                           f"(skipped {report.num_skipped}: "
-                           f"{report.summary(self.root) or 'no rows in the metadata'})")
+            raise ZooError(f"image_caption_folder {_show(self.root)}: no usable image-caption "
+                           f"pairs; " + (report.details() if report.num_skipped
+                                         else "the metadata has no rows"))
 
     def splits(self):
         return tuple(s for s in ("train", "validation", "test") if s in self.rows)
