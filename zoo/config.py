@@ -1,5 +1,7 @@
 """Gin plumbing: finding gin files, parsing them with one-line errors, saving operative configs."""
 
+import contextlib
+import logging
 import os
 import re
 import tokenize
@@ -65,7 +67,8 @@ def parse(gin_files: Sequence[str] = (), bindings: Iterable[str] = (), *,
     files = [resolve_gin_file(f) for f in gin_files]
     for f in files:
         try:
-            gin.parse_config_file(f)
+            with _quiet_include_search():
+                gin.parse_config_file(f)
         except Exception as e:  # noqa: BLE001
             raise translate_gin_error(e, where=f) from None
     for b in bindings:
@@ -79,6 +82,18 @@ def parse(gin_files: Sequence[str] = (), bindings: Iterable[str] = (), *,
             gin.finalize()
         except Exception as e:  # noqa: BLE001
             raise translate_gin_error(e, where="gin config") from None
+
+
+@contextlib.contextmanager
+def _quiet_include_search():
+    """gin logs every search-path miss while resolving an `include` as an error; mute it."""
+    logger = logging.getLogger()  # gin logs through the root logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _split_binding(binding: str) -> List[str]:
