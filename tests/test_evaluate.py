@@ -63,6 +63,7 @@ def test_evaluate_shapes_with_fid_and_resume(tmp_path, mean_colour_features):
     assert metrics["shapes_acceptance_by_feature"]["colour"] == pytest.approx(2 / 3)
     assert metrics["fid"] > 0 and metrics["fid_images"] == 15
     assert results["samples"][0]["accepted"] == [True, False, True]
+    assert results["shapes"]["acceptance_top1"] == 1.0  # the first sample of each prompt
     assert results["samples"][0]["scores"] == [0.0, 1.0, 2.0]
     assert results["model_dir"] == "stand-in"
     assert (out / "index.html").is_file() and (out / "summary.txt").is_file()
