@@ -202,6 +202,17 @@ def test_config_round_trip_and_keras_save(tmp_path):
     assert loaded.decoder_attention[1]["kernel_size"] == 5
 
 
+def test_tf_checkpoint_saves_and_restores_every_weight(tmp_path):
+    model = micro()
+    keras.utils.set_random_seed(1)
+    other = MODELS.create("parti_micro", dropout=0.0)
+    other.build()
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=other).read(path).assert_existing_objects_matched()
+    for a, b, v in zip(model.get_weights(), other.get_weights(), model.weights):
+        np.testing.assert_array_equal(a, b, err_msg=v.path)
+
+
 def test_mixed_precision_keeps_norms_and_logits_in_float32():
     model = micro(mixed_precision=True)
     reference = micro()

@@ -54,6 +54,14 @@ def kernel_spec(kernel, name):
     return {"name": name, **config} if config else name
 
 
+def track_layers(owner, layers, prefix="layer_"):
+    """Sets `owner.<prefix><i>` for each layer: tf.train.Checkpoint does not follow Keras 3
+    layers kept only in a Python list (their weights would silently not be saved)."""
+    for i, layer in enumerate(layers):
+        setattr(owner, f"{prefix}{i}", layer)
+    return layers
+
+
 def update_cache(cache, new, t):
     """Writes `new` [B, H, 1, d] into `cache` [B, H, N, d] at position t."""
     return ops.slice_update(cache, (0, 0, t, 0), ops.cast(new, cache.dtype))

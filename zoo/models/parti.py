@@ -49,7 +49,7 @@ from keras import ops
 
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.errors import ZooError
-from zoo.layers.transformer import DecoderBlock, build_kernel
+from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
 from zoo.registry import ATTENTION, MODELS, TEXT_ENCODERS
 from zoo.text_encoders import transformer_encoder  # noqa: F401  (registers parti_encoder)
 
@@ -112,10 +112,10 @@ class ImageDecoder(keras.layers.Layer):
                                                     dtype=policy)
         self.column_embedding = keras.layers.Embedding(w, width, name="column_embedding",
                                                        dtype=policy)
-        self.blocks = [DecoderBlock(width, heads, mlp_dim, attention=spec,
-                                    memory_width=memory_width, dropout=dropout,
-                                    name=f"layer_{i}", dtype=policy)
-                       for i, spec in enumerate(attention)]
+        self.blocks = track_layers(self, [
+            DecoderBlock(width, heads, mlp_dim, attention=spec, memory_width=memory_width,
+                         dropout=dropout, name=f"layer_{i}", dtype=policy)
+            for i, spec in enumerate(attention)])
         self.attention = [b.attention for b in self.blocks]
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm",
                                                           dtype="float32")

@@ -244,3 +244,129 @@ def generate(model, text_tokens, text_mask, *, num_samples=1, seed=0, temperatur
                    guidance_scale=guidance_scale, use_cache=use_cache,
                    jit_compile=jit_compile)(text_tokens, text_mask, num_samples, seed,
                                             prompt_ids)
+
+
+# -- prompts to images ---------------------------------------------------------------------------
+
+
+def check_prompts(prompts):
+    """The prompts as a list of str; an empty prompt is an error (the empty string is the
+    unconditional path inside the sampler, never a user's prompt)."""
+    if isinstance(prompts, (str, bytes)):
+        prompts = [prompts]
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, bytes):
+            try:
+                p = p.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ZooError(f"prompt {i} is not valid UTF-8: {p[:40]!r}") from None
+        if not isinstance(p, str):
+            raise ZooError(f"prompt {i} must be a string, got {type(p).__name__}")
+        if not p.strip():
+            raise ZooError(f"prompt {i} is empty; give some text (unconditional samples are "
+                           f"what guidance_scale=0 gives)")
+        out.append(p)
+    if not out:
+        raise ZooError("no prompts given")
+    return out
+
+
+class TextToImage:
+    """Prompts in, images out: text tokenizer -> Parti sampler -> image tokenizer decode
+    (-> upsampler), with optional reranking by a registered scorer.
+
+        pipe = TextToImage.from_model_dir("runs/demo/parti", guidance_scale=1.2)
+        images, scores = pipe(["a red circle at the top"], num_samples=4, seed=0)
+        # images float32 [1, 4, H, W, 3] in [0, 1]; scores None without a scorer
+
+    With a scorer (`scorer.score(images [N, H, W, 3] in [0, 1], captions tf.string [N]) ->
+    float [N]`), each prompt's samples come back best first with their scores. Sample s of
+    prompt p depends only on (seed, prompt id p, s): pass `prompt_ids` when splitting a prompt
+    list into batches. Prompts longer than the tokenizer's max_length are truncated with a
+    warning; empty prompts are an error.
+
+    Args:
+        model: a built Parti model. text_tokenizer: SentencePieceTokenizer (max_length set).
+        image_tokenizer: the image tokenizer whose codes the model predicts (`decode`).
+        upsampler: optional model with `upsample(images)`.
+        scorer: optional scorer object or registered SCORERS name.
+        temperature, top_k, top_p, guidance_scale, use_cache, jit_compile: see `Sampler`.
+    """
+
+    def __init__(self, model, text_tokenizer, image_tokenizer, *, upsampler=None, scorer=None,
+                 temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True,
+                 jit_compile=False):
+        self.model = model
+        self.text_tokenizer = text_tokenizer
+        self.image_tokenizer = image_tokenizer
+        self.upsampler = upsampler
+        if isinstance(scorer, str):
+            from zoo.registry import SCORERS
+            scorer = SCORERS.create(scorer)
+        self.scorer = scorer
+        grid = tuple(getattr(image_tokenizer, "grid_size", model.image_grid))
+        if grid != tuple(model.image_grid):
+            raise ZooError(f"the image tokenizer's {grid} code grid does not match the model's "
+                           f"{tuple(model.image_grid)}")
+        self.sampler = Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
+                               guidance_scale=guidance_scale, use_cache=use_cache,
+                               jit_compile=jit_compile)
+        self._decode = tf.function(image_tokenizer.decode, autograph=False)
+
+    @classmethod
+    def from_model_dir(cls, model_dir, step=None, upsampler_dir=None, scorer=None, **settings):
+        """From a `parti` zoo-train run (its text and image tokenizers come with it)."""
+        from zoo.train.loop import load_task
+        task = load_task(model_dir, step)
+        for attr in ("model", "text_tokenizer", "image_tokenizer"):
+            if getattr(task, attr, None) is None:
+                raise ZooError(f"{model_dir} is not a Parti run (its task has no {attr}); "
+                               f"give the model_dir of a `parti` training run")
+        upsampler = None
+        if upsampler_dir:
+            upsampler = getattr(load_task(upsampler_dir), "upsampler", None)
+            if upsampler is None:
+                raise ZooError(f"{upsampler_dir} is not a super-resolution run")
+        pipe = cls(task.model, task.text_tokenizer, task.image_tokenizer, upsampler=upsampler,
+                   scorer=scorer, **settings)
+        pipe.task = task
+        return pipe
+
+    def tokenize(self, prompts):
+        """(ids, mask) int32 [B, L] for checked prompts; warns about truncated ones."""
+        prompts = check_prompts(prompts)
+        out = self.text_tokenizer(tf.constant(prompts))
+        for p, cut in zip(prompts, np.asarray(out["truncated"])):
+            if cut:
+                log.warning("zoo: prompt truncated to %d tokens: %r",
+                            self.text_tokenizer.max_length, p[:80])
+        return out["ids"], out["mask"]
+
+    def codes(self, prompts, prompt_ids=None, num_samples=1, seed=0):
+        """Image codes int32 [B, num_samples, h, w] (unranked)."""
+        ids, mask = self.tokenize(prompts)
+        codes = self.sampler(ids, mask, num_samples=num_samples, seed=seed,
+                             prompt_ids=prompt_ids)
+        h, w = self.model.image_grid
+        return tf.reshape(codes, [-1, num_samples, h, w])
+
+    def __call__(self, prompts, prompt_ids=None, num_samples=1, seed=0):
+        """(images float32 [B, S, H, W, 3] in [0, 1], scores [B, S] or None)."""
+        prompts = check_prompts(prompts)
+        codes = self.codes(prompts, prompt_ids, num_samples, seed)
+        b = len(prompts)
+        flat = tf.reshape(codes, [b * num_samples] + list(self.model.image_grid))
+        images = self._decode(flat)
+        if self.upsampler is not None:
+            images = self.upsampler.upsample(images)
+        images = np.asarray(images, np.float32)
+        images = images.reshape((b, num_samples) + images.shape[1:])
+        if self.scorer is None:
+            return images, None
+        captions = tf.constant([p for p in prompts for _ in range(num_samples)])
+        scores = np.asarray(self.scorer.score(images.reshape((-1,) + images.shape[2:]),
+                                              captions), np.float64).reshape(b, num_samples)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        images = np.take_along_axis(images, order[:, :, None, None, None], axis=1)
+        return images, np.take_along_axis(scores, order, axis=1)

@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.layers.transformer import EncoderBlock
+from zoo.layers.transformer import EncoderBlock, track_layers
 from zoo.registry import TEXT_ENCODERS
 
 
@@ -57,8 +57,9 @@ class TransformerTextEncoder(keras.layers.Layer):
         self.token_embedding = keras.layers.Embedding(vocab_size, width, name="token_embedding")
         self.position_embedding = keras.layers.Embedding(max_length, width,
                                                          name="position_embedding")
-        self.blocks = [EncoderBlock(width, heads, mlp_dim, dropout=dropout, name=f"layer_{i}",
-                                    dtype=policy) for i in range(layers)]
+        self.blocks = track_layers(self, [
+            EncoderBlock(width, heads, mlp_dim, dropout=dropout, name=f"layer_{i}", dtype=policy)
+            for i in range(layers)])
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm",
                                                           dtype="float32")
         self.dropout = keras.layers.Dropout(dropout, name="dropout")

@@ -8,3 +8,4 @@ from zoo.train.loop import TrainResult, load_task, train  # noqa: F401
 
 # Training stages (tasks), registered under TASKS when imported. Engineers append their lines.
 from zoo.train import tokenizer_task, superres_task  # noqa: F401,E402
+from zoo.train import optimizers, parti_task  # noqa: F401,E402  (Parti, issue 5)

@@ -1,0 +1,166 @@
+"""The `parti` training task through the one loop, the prompts-to-images pipeline, zoo-sample."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo.plugins
+from zoo.errors import ZooError
+
+zoo.plugins.load_builtins()
+
+from zoo.models.sampling import TextToImage  # noqa: E402
+from zoo.registry import SCORERS  # noqa: E402
+from zoo.train.loop import load_task, train  # noqa: E402
+from zoo.train.parti_task import PartiTask  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    import sentencepiece as spm
+    from zoo.data.pipeline import captions
+    folder = tmp_path_factory.mktemp("spm")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(captions("synthetic_shapes", max_sentences=2000)) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=40, pad_id=0, eos_id=1,
+        unk_id=2, bos_id=-1, minloglevel=2, hard_vocab_limit=False)
+    return str(folder / "spm.model")
+
+
+def make_task(spm_model, **overrides):
+    args = dict(model="parti_micro", image_tokenizer="vit_vqgan_micro", text_tokenizer=spm_model,
+                schedule_options={"peak": 3e-3, "warmup_steps": 2}, image_summaries=2,
+                model_options={"dropout": 0.0})
+    args.update(overrides)
+    return PartiTask(**args)
+
+
+@pytest.fixture(scope="module")
+def trained(spm_model, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("parti_run"))
+    result = train(task=make_task(spm_model), model_dir=model_dir, steps=12, batch_size=16,
+                   checkpoint_every=12, summary_every=4, image_summary_every=12,
+                   progress=False)
+    return model_dir, result
+
+
+def test_trains_through_the_loop(trained):
+    model_dir, result = trained
+    assert result.step == 12
+    assert result.losses["model"] < 0.8 * np.log(64)  # below a uniform guess over 64 codes
+    info = json.load(open(os.path.join(model_dir, "run.json")))
+    assert info["task"] == "parti"
+    assert info["task_config"]["model_options"]["image_grid"] == [4, 4]
+
+
+def test_config_rebuilds_without_gin(spm_model, gin_clean):
+    import gin
+    gin.parse_config("parti_micro.decoder_attention = ['column', 'row']\n"
+                     "adafactor.beta_1 = 0.8")
+    task = make_task(spm_model)
+    config = task.config()
+    gin.clear_config()
+    again = PartiTask(**json.loads(json.dumps(config)))
+    assert again.config() == json.loads(json.dumps(config))
+    assert again.model_options["decoder_attention"] == ["column", "row"]
+    assert again.optimizer_options["beta_1"] == 0.8
+    assert config["model_options"]["text_vocab_size"] == 40  # from the SentencePiece model
+
+
+def test_condition_drop_is_a_function_of_seed_and_step(spm_model):
+    task = make_task(spm_model, condition_drop_rate=0.5)
+    task.build()
+    first = [b["unconditional"].numpy() for b in task.dataset(16, seed=3).take(4)]
+    resumed = next(iter(task.dataset(16, seed=3, start_step=3)))["unconditional"].numpy()
+    np.testing.assert_array_equal(resumed, first[3])
+    assert not all((f == first[0]).all() for f in first[1:])
+    share = np.mean(first)
+    assert 0.25 < share < 0.75
+    batch = next(iter(task.dataset(16, seed=3)))
+    assert batch["image_codes"].shape == (16, 4, 4) and batch["text_tokens"].shape == (16, 16)
+    task.condition_drop_rate = 0.0
+    assert not next(iter(task.dataset(16, seed=3)))["unconditional"].numpy().any()
+
+
+def test_bad_task_arguments(spm_model, tmp_path):
+    with pytest.raises(ZooError, match="text_tokenizer is required"):
+        PartiTask(model="parti_micro", image_tokenizer="vit_vqgan_micro")
+    with pytest.raises(ZooError, match="condition_drop_rate"):
+        make_task(spm_model, condition_drop_rate=1.5)
+    with pytest.raises(ZooError, match="does not exist"):
+        make_task(spm_model, image_tokenizer_dir=str(tmp_path / "nope"))
+    with pytest.raises(ZooError, match="not a zoo-train model directory"):
+        make_task(spm_model, image_tokenizer_dir=str(tmp_path))
+
+
+class _BrightnessScorer:
+    """Scores images by mean brightness (a stand-in for the contrastive scorer)."""
+
+    def score(self, images, captions):
+        assert images.ndim == 4 and len(captions) == len(images)
+        return np.asarray(images).mean(axis=(1, 2, 3))
+
+
+def test_prompts_to_images_with_reranking(trained):
+    model_dir, _ = trained
+    pipe = TextToImage.from_model_dir(model_dir, temperature=1.0)
+    images, scores = pipe(["a red circle", "two blue squares"], num_samples=3, seed=1)
+    assert images.shape == (2, 3, 16, 16, 3) and scores is None
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    SCORERS.register("test_brightness")(_BrightnessScorer)
+    try:
+        ranked = TextToImage.from_model_dir(model_dir, temperature=1.0, scorer="test_brightness")
+        r_images, r_scores = ranked(["a red circle", "two blue squares"], num_samples=3, seed=1)
+    finally:
+        SCORERS.unregister("test_brightness")
+    assert (np.diff(r_scores, axis=1) <= 0).all()  # best first
+    np.testing.assert_allclose(r_scores, r_images.mean(axis=(2, 3, 4)), rtol=1e-5)
+    # Same samples, reordered.
+    np.testing.assert_allclose(np.sort(r_images.mean(axis=(2, 3, 4)), axis=1),
+                               np.sort(images.mean(axis=(2, 3, 4)), axis=1), rtol=1e-5)
+    with pytest.raises(ZooError, match="prompt 1 is empty"):
+        pipe(["a red circle", "  "])
+
+
+def test_long_prompts_are_truncated_with_a_warning(trained, caplog):
+    pipe = TextToImage.from_model_dir(trained[0])
+    with caplog.at_level("WARNING", logger="zoo"):
+        ids, mask = pipe.tokenize(["a red circle " * 20])
+    assert ids.shape == (1, 16) and int(mask.numpy().sum()) == 16
+    assert "truncated" in caplog.text
+
+
+def _run_tool(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "ZOO_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.run([sys.executable, "-m", "tools.sample", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_zoo_sample_writes_pngs_and_a_gallery(trained, tmp_path):
+    prompts = tmp_path / "prompts.tsv"
+    prompts.write_text("Prompt\tCategory\tChallenge\tNote\n"
+                       "a red circle\tShapes\tBasic\t\n"
+                       "two green squares\tShapes\tCount\t\n")
+    out = tmp_path / "out"
+    proc = _run_tool(f"--model_dir={trained[0]}", f"--prompts_file={prompts}",
+                     "--prompt=a blue triangle", "--num_samples=2", f"--output_dir={out}",
+                     "--batch_size=2", "--progress=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a blue triangle", "a red circle",
+                                           "two green squares"]
+    assert rows[1]["category"] == "Shapes"
+    assert all((out / name).is_file() for r in rows for name in r["images"])
+    assert (out / "index.html").is_file()
+    bad = _run_tool(f"--model_dir={trained[0]}", "--prompt=", f"--output_dir={out}")
+    assert bad.returncode == 1
+    assert "empty prompt" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,312 @@
+"""Training stage for the Parti transformer (task `parti`): captions -> image codes.
+
+    # gin/runs/parti_demo.gin
+    train.task = 'parti'
+    parti.model = 'parti_tiny'
+    parti.image_tokenizer_dir = 'runs/demo/tokenizer'    # a trained `vit_vqgan` run
+    parti.text_tokenizer = 'runs/demo/spm/spm.model'
+
+Data: a registered image-caption dataset through the shared pipeline; the frozen image
+tokenizer (loaded from its run directory) turns each batch's images into the target codes
+inside the input pipeline, and the SentencePiece model tokenizes the captions in-graph. Or,
+with `code_records`, precomputed codes written once by `zoo-encode` (no tokenizer per step).
+
+Loss: cross-entropy over the image codes (teacher forcing, raster order). A share
+`condition_drop_rate` of the examples (default 0.1; the paper does not give its rate) is
+trained unconditionally, which classifier-free guidance needs at sampling time; which
+examples are dropped is a pure function of (seed, step), so resumed runs match.
+
+Optimizer (Parti): Adafactor with beta1 0.9, beta2 0.96, decoupled weight decay 4.5e-2;
+learning rate 4.5e-5 with 5000 warm-up steps and exponential decay from step 85k; gradients
+clipped to global norm 4.0. Each is a registered component with options:
+`parti.optimizer = 'adafactor'`, `parti.optimizer_options = {...}`,
+`parti.schedule = 'warmup_exponential_decay'`, `parti.schedule_options = {...}`.
+"""
+
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from zoo.errors import ZooError
+from zoo.registry import IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
+from zoo.train import optimizers as _optimizers  # noqa: F401  (registers adafactor, schedule)
+from zoo.train.task import Task, UpdateGroup
+
+log = logging.getLogger("zoo")
+
+
+def resolved_options(registry, name, options) -> Dict[str, Any]:
+    """Gin bindings of component `name` with `options` on top (rebuilds it without gin)."""
+    registry.entry(name)  # unknown name -> one-line error with suggestions
+    try:
+        bound = dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
+    except (ValueError, KeyError):
+        bound = {}
+    out = {**bound, **dict(options or {})}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def tokenizer_run(model_dir: str):
+    """(tokenizer name, options) of a trained `vit_vqgan` run directory, from its run.json."""
+    from zoo.train import run_info
+    if not os.path.isdir(model_dir):
+        raise ZooError(f"image tokenizer directory {model_dir!r} does not exist; train one with "
+                       f"zoo-train --gin_file=runs/tokenizer_tiny_shapes.gin --model_dir=...")
+    info = run_info.read(model_dir)
+    if info is None:
+        raise ZooError(f"{model_dir!r} is not a zoo-train model directory (no "
+                       f"{run_info.RUN_FILE}); give the directory of a trained tokenizer run")
+    cfg = info.get("task_config", {})
+    if "tokenizer" not in cfg:
+        raise ZooError(f"{model_dir!r} is a {info.get('task')!r} run, not an image tokenizer "
+                       f"run")
+    return cfg["tokenizer"], dict(cfg.get("tokenizer_options") or {})
+
+
+def load_image_tokenizer(model_dir: Optional[str], name: Optional[str], options=None):
+    """The frozen image tokenizer: trained weights from `model_dir`, else `name` untrained."""
+    if model_dir:
+        from zoo.train.loop import load_task
+        tokenizer = getattr(load_task(model_dir), "tokenizer", None)
+        if tokenizer is None:
+            raise ZooError(f"{model_dir!r} is a run of a task without an image tokenizer")
+    else:
+        tokenizer = IMAGE_TOKENIZERS.create(name, **dict(options or {}))
+        if not tokenizer.built:
+            tokenizer.build()
+    tokenizer.trainable = False
+    return tokenizer
+
+
+def _vocab_size(model_path) -> int:
+    """Pieces in a SentencePiece model (python library; no TF resource)."""
+    import sentencepiece
+    from zoo.tokenizers.text import read_model_proto
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.LoadFromSerializedProto(read_model_proto(model_path))
+    except ZooError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ZooError(f"{model_path!r} is not a valid SentencePiece model ({e}); make one "
+                       f"with zoo-train-spm") from None
+    return int(processor.get_piece_size())
+
+
+@TASKS.register("parti")
+class PartiTask(Task):
+    """Trains Parti's encoder-decoder to predict a frozen image tokenizer's codes from text.
+
+    Args:
+        model: registered Parti size (e.g. 'parti_tiny', 'parti_350m').
+        model_options: overrides of the size's arguments (gin bindings of the size apply too).
+        image_tokenizer_dir: a trained `vit_vqgan` run directory (the frozen tokenizer).
+        image_tokenizer: registered image tokenizer used untrained when no directory is given
+            (tests only: its codes carry little meaning).
+        image_tokenizer_options: options of that untrained tokenizer.
+        code_records: glob of TFRecords written by `zoo-encode` (codes + captions); used
+            instead of encoding images every step.
+        text_tokenizer: path of the SentencePiece `.model` (required).
+        max_text_length: prompt length in tokens (default: the model's, Parti 128).
+        dataset: registered image-caption dataset. dataset_options: its arguments.
+        split: dataset split to train on.
+        condition_drop_rate: share of examples trained without their caption (guidance).
+        optimizer / optimizer_options: registered optimizer (Parti's Adafactor variant).
+        schedule / schedule_options: registered learning-rate schedule.
+        clip_norm: global gradient-norm clipping (Parti: 4.0; None: off).
+        mixed_precision: bf16 projections with LayerNorm and logits in float32.
+        summary_captions: captions sampled for the TensorBoard image grid (default: the
+            first captions of the batch).
+        image_summaries: how many images in that grid.
+        summary_guidance: guidance scale of those samples.
+    """
+
+    def __init__(self, model="parti_tiny", model_options=None, image_tokenizer_dir=None,
+                 image_tokenizer="vit_vqgan_tiny", image_tokenizer_options=None,
+                 code_records=None, text_tokenizer=None, max_text_length=None,
+                 dataset="synthetic_shapes", dataset_options=None, split="train",
+                 condition_drop_rate=0.1, optimizer="adafactor", optimizer_options=None,
+                 schedule="warmup_exponential_decay", schedule_options=None, clip_norm=4.0,
+                 mixed_precision=False, summary_captions=None, image_summaries=4,
+                 summary_guidance=1.2):
+        if not text_tokenizer:
+            raise ZooError("parti.text_tokenizer is required: the path of a SentencePiece "
+                           ".model (make one with zoo-train-spm --dataset=... --output=...)")
+        if not 0.0 <= float(condition_drop_rate) < 1.0:
+            raise ZooError(f"parti.condition_drop_rate must be in [0, 1), got "
+                           f"{condition_drop_rate!r}")
+        if clip_norm is not None and not float(clip_norm) > 0:
+            raise ZooError(f"parti.clip_norm must be > 0 or None, got {clip_norm!r}")
+        self.image_tokenizer_dir = (os.path.abspath(image_tokenizer_dir)
+                                    if image_tokenizer_dir else None)
+        if self.image_tokenizer_dir:
+            image_tokenizer, image_tokenizer_options = tokenizer_run(self.image_tokenizer_dir)
+        self.image_tokenizer_name = image_tokenizer
+        self.image_tokenizer_options = resolved_options(IMAGE_TOKENIZERS, image_tokenizer,
+                                                        image_tokenizer_options)
+        # An unbuilt twin gives the grid and codebook without loading weights.
+        probe = IMAGE_TOKENIZERS.create(image_tokenizer, **self.image_tokenizer_options)
+        self.image_size = int(probe.image_size)
+        self.image_grid = tuple(int(g) for g in probe.grid_size)
+        self.codebook_size = int(probe.codebook_size)
+
+        self.code_records = code_records
+        self.text_tokenizer_path = os.path.abspath(os.fspath(text_tokenizer))
+        self.model_name = model
+        options = dict(model_options or {})
+        sized = MODELS.create(model, **options)  # gin bindings of the size, then options
+        self.max_text_length = int(max_text_length or sized.max_text_length)
+        # The in-graph tokenizer is made in build(): TF resources made before the loop seeds
+        # TF (keras.utils.set_random_seed) are destroyed by it.
+        self.text_tokenizer = None
+        arch = sized.architecture()
+        arch.update(image_grid=list(self.image_grid), image_vocab_size=self.codebook_size,
+                    text_vocab_size=_vocab_size(self.text_tokenizer_path),
+                    max_text_length=self.max_text_length,
+                    mixed_precision=bool(mixed_precision or arch.get("mixed_precision")))
+        self.model_options = arch
+        self.dataset_name = dataset
+        self.dataset_options = dict(dataset_options or {})
+        self.split = split
+        self.condition_drop_rate = float(condition_drop_rate)
+        self.optimizer_name = optimizer
+        self.optimizer_options = resolved_options(OPTIMIZERS, optimizer, optimizer_options)
+        self.schedule_name = schedule
+        self.schedule_options = resolved_options(SCHEDULES, schedule, schedule_options)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.mixed_precision = bool(mixed_precision)
+        self.summary_captions = list(summary_captions) if summary_captions else None
+        self.image_summaries = int(image_summaries)
+        self.summary_guidance = float(summary_guidance)
+        self.model = None
+        self.image_tokenizer = None
+        self._sampler = None
+
+    def config(self):
+        return {"model": self.model_name, "model_options": self.model_options,
+                "image_tokenizer_dir": self.image_tokenizer_dir,
+                "image_tokenizer": self.image_tokenizer_name,
+                "image_tokenizer_options": self.image_tokenizer_options,
+                "code_records": self.code_records, "text_tokenizer": self.text_tokenizer_path,
+                "max_text_length": self.max_text_length, "dataset": self.dataset_name,
+                "dataset_options": self.dataset_options, "split": self.split,
+                "condition_drop_rate": self.condition_drop_rate,
+                "optimizer": self.optimizer_name, "optimizer_options": self.optimizer_options,
+                "schedule": self.schedule_name, "schedule_options": self.schedule_options,
+                "clip_norm": self.clip_norm, "mixed_precision": self.mixed_precision,
+                "summary_captions": self.summary_captions,
+                "image_summaries": self.image_summaries,
+                "summary_guidance": self.summary_guidance}
+
+    # -- building ----------------------------------------------------------------------------
+
+    def build(self):
+        from zoo.models.parti import Parti
+        from zoo.tokenizers.text import SentencePieceTokenizer
+        self.text_tokenizer = SentencePieceTokenizer(self.text_tokenizer_path,
+                                                     max_length=self.max_text_length)
+        options = {k: v for k, v in self.model_options.items() if k not in ("trainable",
+                                                                             "dtype")}
+        self.model = Parti(**options)
+        self.model.build()
+        # Loaded with code records too: it decodes the summary samples.
+        self.image_tokenizer = load_image_tokenizer(
+            self.image_tokenizer_dir, self.image_tokenizer_name, self.image_tokenizer_options)
+        schedule = SCHEDULES.create(self.schedule_name, **self.schedule_options)
+        self.optimizer = OPTIMIZERS.create(self.optimizer_name, learning_rate=schedule,
+                                           **self.optimizer_options)
+        self.optimizer.build(self.model.trainable_variables)
+
+    def update_groups(self):
+        return [UpdateGroup("model", self.optimizer, self.model.trainable_variables,
+                            clip_norm=self.clip_norm)]
+
+    def trackables(self):
+        if self.image_tokenizer_dir:
+            return {"model": self.model}
+        # An untrained tokenizer (tests) is not saved anywhere else: keep it with the model.
+        return {"model": self.model, "image_tokenizer": self.image_tokenizer}
+
+    # -- data --------------------------------------------------------------------------------
+
+    def dataset(self, batch_size, seed, start_step=0):
+        if self.code_records:
+            ds = self._code_dataset(batch_size, seed, start_step)
+        else:
+            ds = self._image_dataset(batch_size, seed, start_step)
+        rate = self.condition_drop_rate
+
+        def add_flags(step, batch):
+            u = tf.random.stateless_uniform([batch_size], seed=tf.stack(
+                [tf.cast(seed, tf.int64), tf.cast(step, tf.int64)]))
+            return {**batch, "unconditional": u < rate}
+
+        ds = ds.enumerate(start=start_step).map(add_flags)
+        return ds.prefetch(2)
+
+    def _image_dataset(self, batch_size, seed, start_step):
+        from zoo.data.pipeline import make_dataset
+        if self.image_tokenizer is None:
+            raise ZooError("PartiTask.dataset() needs build() first (the image tokenizer)")
+        ds = make_dataset(dataset=self.dataset_name, split=self.split,
+                          image_size=self.image_size, batch_size=batch_size,
+                          tokenizer=self.text_tokenizer, seed=seed, start_step=start_step,
+                          **self.dataset_options)
+        tokenizer = self.image_tokenizer
+
+        def encode(batch):
+            codes = tokenizer.encode(batch["image"])
+            return {"text_tokens": batch["text_tokens"], "text_mask": batch["text_mask"],
+                    "image_codes": tf.cast(codes, tf.int32), "caption": batch["caption"]}
+
+        return ds.map(encode)
+
+    def _code_dataset(self, batch_size, seed, start_step):
+        try:
+            from zoo.data.codes import code_dataset
+        except ImportError as e:
+            raise ZooError(f"reading code records needs zoo.data.codes ({e}); leave "
+                           f"parti.code_records unset to encode images on the fly") from None
+        ds = code_dataset(self.code_records, batch_size=batch_size, seed=seed,
+                          start_step=start_step, tokenizer=self.text_tokenizer)
+        return ds.map(lambda b: {"text_tokens": b["text_tokens"], "text_mask": b["text_mask"],
+                                 "image_codes": tf.cast(b["image_codes"], tf.int32),
+                                 "caption": b["caption"]})
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def losses(self, batch, training=True):
+        logits = self.model({"text_tokens": batch["text_tokens"],
+                             "text_mask": batch["text_mask"],
+                             "image_codes": batch["image_codes"],
+                             "unconditional": batch.get("unconditional")}, training=training)
+        targets = ops.reshape(ops.cast(batch["image_codes"], "int32"),
+                              (ops.shape(logits)[0], -1))
+        xent = ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        loss = ops.mean(xent)
+        accuracy = ops.mean(ops.cast(ops.argmax(logits, axis=-1) == targets, "float32"))
+        return {"model": loss}, {"accuracy": accuracy, "perplexity": ops.exp(loss)}
+
+    # -- summaries ---------------------------------------------------------------------------
+
+    def summaries(self, batch):
+        from zoo.models.sampling import Sampler
+        n = self.image_summaries
+        if n <= 0:
+            return {}
+        if self.summary_captions:
+            captions = tf.constant(self.summary_captions[:n])
+        else:
+            captions = batch["caption"][:n]
+        text = self.text_tokenizer(captions)
+        if self._sampler is None:
+            self._sampler = Sampler(self.model, temperature=1.0,
+                                    guidance_scale=self.summary_guidance)
+        codes = self._sampler(text["ids"], text["mask"], num_samples=1, seed=0)
+        images = np.asarray(self.image_tokenizer.decode(codes), np.float32)
+        return {"samples": images}
