@@ -683,7 +683,9 @@ class SyntheticShapes(CaptionDataset):
     """Procedural coloured shapes with varied English captions; no download, random access.
 
     Args:
-        image_size: int or None. Side of the drawn images; None draws at the pipeline's size.
+        render_size: int or None. Side of the drawn images; None draws at the pipeline's
+            `image_size` (named apart from it, so a dataset's recorded arguments can be passed
+            to `make_dataset` next to the pipeline's own image_size).
         colours: names from COLOURS (red, green, blue, yellow, purple, white).
         shapes: names from SHAPES (circle, square, triangle, diamond).
         sizes: ('small', 'large') or one of them (then captions do not name sizes).
@@ -701,17 +703,17 @@ class SyntheticShapes(CaptionDataset):
 
     name = "synthetic_shapes"
 
-    def __init__(self, image_size=None, colours=tuple(COLOURS), shapes=DEFAULT_SHAPES,
+    def __init__(self, render_size=None, colours=tuple(COLOURS), shapes=DEFAULT_SHAPES,
                  sizes=("small", "large"), positions=tuple(POSITIONS), max_objects=2,
                  max_count=2, count_probability=0.3, jitter=0.0, heldout_percent=10.0,
                  holdout_pairs=(), seed=0, train_size=100_000, validation_size=1000,
                  test_size=1000, compositional_size=1000):
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 18):
-            raise ZooError(f"synthetic_shapes.image_size must be an integer >= 18 or None, "
-                           f"got {image_size!r}")
-        self.image_size = image_size
+        if render_size is not None and (not isinstance(render_size, int) or render_size < 18):
+            raise ZooError(f"synthetic_shapes.render_size must be an integer >= 18 or None, "
+                           f"got {render_size!r}")
+        self.image_size = render_size
         self.config = ShapesConfig(
-            image_size=image_size or 64, colours=colours, shapes=shapes, sizes=sizes,
+            image_size=render_size or 64, colours=colours, shapes=shapes, sizes=sizes,
             positions=positions, max_objects=max_objects, max_count=max_count,
             count_probability=count_probability, jitter=jitter,
             heldout_percent=heldout_percent, holdout_pairs=holdout_pairs)
