@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def plugin():
     plugins.ensure_loaded()
     if "keras_hub_minilm_l6_v2" not in TEXT_ENCODERS:  # autoload disabled in this session
         assert plugins.load_plugin("keras_hub", "zoo_keras_hub.components"), plugins.FAILED
+
+
+@pytest.fixture(scope="module")
+def minilm(plugin):
     tok = TEXT_TOKENIZERS.create("keras_hub_minilm_l6_v2", max_length=16)
     enc = TEXT_ENCODERS.create("keras_hub_minilm_l6_v2")
     return tok, enc
@@ -70,8 +74,7 @@ def test_encoder_interface_and_freezing(minilm):
                                atol=1e-5)
 
 
-def test_preset_must_be_a_local_folder(tmp_path):
-    plugins.ensure_loaded()
+def test_preset_must_be_a_local_folder(plugin, tmp_path):
     with pytest.raises(ZooError, match="does not exist.*never downloads"):
         TEXT_ENCODERS.create("keras_hub_bert", preset="bert_tiny_en_uncased")
     with pytest.raises(ZooError, match="no config.json"):
