@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,21 +118,44 @@ def _assert_same_checkpoints(a, b, atol=1e-6):
     return len(keys)
 
 
-def kill_and_resume(tmp_path, gin_text, steps, every, site=None):
-    """Runs zoo-train SIGKILLed while writing its final checkpoint (so checkpoint steps-every
-    is the last complete one), restarts it, and compares the final checkpoint with an
-    uninterrupted in-process run of the same task config and seed. Returns the tensor count."""
+def _zoo_train_in_process(model_dir, gin_file, capfd):
+    """The same command as `_zoo_train`, run by zoo-train's main in this process."""
+    from absl import flags
+
+    from zoo.tools import common
+    from zoo.tools import train as train_tool
+    flags.FLAGS.unparse_flags()
+    capfd.readouterr()
+    try:
+        common.run(train_tool.main, argv=["zoo-train", f"--gin_file={gin_file}",
+                                          f"--model_dir={model_dir}", "--seed=1",
+                                          "--noprogress"])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        flags.FLAGS.unparse_flags()
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def kill_and_resume(tmp_path, capfd, gin_text, steps, every):
+    """Runs zoo-train in a subprocess SIGKILLed while writing its final checkpoint (so
+    checkpoint steps-every is the last complete one), restarts the same command (in this
+    process, to save a TF start-up), and compares the final checkpoint with an uninterrupted
+    run of the same task config and seed. Returns the number of tensors compared."""
     gin_file = tmp_path / "run.gin"
     gin_file.write_text(gin_text)
     model_dir = tmp_path / "run"
-    r = _zoo_train(site, model_dir, gin_file, hook=f"kill:{steps}")
+    r = _zoo_train(None, model_dir, gin_file, hook=f"kill:{steps}")
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert ckpt_lib.list_steps(str(model_dir))[-1] == steps - every
-    r = _zoo_train(site, model_dir, gin_file)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"steps {steps - every}->{steps}" in r.stdout, r.stdout
+    code, out, err = _zoo_train_in_process(model_dir, gin_file, capfd)
+    assert code == 0, err[-3000:]
+    assert f"steps {steps - every}->{steps}" in out, out
 
     info = run_info.read(str(model_dir))
+    keras.utils.set_random_seed(info["seed"])  # as zoo-train, which seeds before making it
     task = task_class(info["task"])(**info["task_config"])
     train(task, str(tmp_path / "ref"), steps=steps, batch_size=info["batch_size"],
           seed=info["seed"], checkpoint_every=every, progress=False, summary_every=0,
@@ -155,6 +179,7 @@ vit_vqgan.total_steps = 10
 
 
 @pytest.mark.slow
-def test_kill_and_resume_tokenizer_stage(tmp_path, gin_clean):
+def test_kill_and_resume_tokenizer_stage(tmp_path, gin_clean, capfd):
     """The real ViT-VQGAN task (generator + discriminator groups, quantizer usage state)."""
-    assert kill_and_resume(tmp_path, TOKENIZER_GIN, steps=4, every=2) > 20
+    assert kill_and_resume(tmp_path, capfd, TOKENIZER_GIN, steps=4, every=2) > 20
+

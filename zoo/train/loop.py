@@ -296,6 +296,10 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     else:
         run_info.normalize(task_config)  # fails early when not JSON-able
 
+    # Seed again right before build: a task made from its name (after the seeding above) and
+    # one passed in ready-made then start from the same weights (Keras layers draw their
+    # initial seeds from Python's RNG when they are created).
+    keras.utils.set_random_seed(seed)
     with dist.scope():
         task.build()
         groups = task.update_groups()
