@@ -50,7 +50,8 @@ def test_tsv_of_the_same_form(tmp_path):
 
 def test_text_file_one_prompt_per_line(tmp_path):
     path = tmp_path / "p.txt"
-    path.write_bytes("\ufeffa red circle\r\ntwo blue squares  \nüber café ☕\n\n".encode("utf-8"))
+    text = "\ufeffa red circle\r\ntwo blue squares  \nüber café ☕\n\n"
+    path.write_bytes(text.encode("utf-8"))
     prompts = prompts_lib.load_prompts(str(path))
     assert [p.text for p in prompts] == ["a red circle", "two blue squares", "über café ☕"]
     assert prompts[1].source == "p.txt:2"

@@ -60,7 +60,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         mu1, mu2: [D] means.
         sigma1, sigma2: [D, D] covariances (symmetric positive semi-definite).
     """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
@@ -204,7 +205,7 @@ class FrechetInceptionDistance:
         return getattr(self.network, "image_size", None)
 
     def features(self, images: ImageSource) -> np.ndarray:
-        """Features [N, D] of images: an array [N, H, W, 3], a list of arrays or files, or a folder."""
+        """Features [N, D] of images: an array [N, H, W, 3], a list of arrays or paths, a folder."""
         if isinstance(images, (str, os.PathLike)):
             images = list_images(images)
         elif isinstance(images, np.ndarray):

@@ -68,8 +68,9 @@ def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0,
     else:
         path = Path(spec).expanduser()
         if not path.exists():
-            raise ZooError(f"prompt file {spec!r} does not exist; pass a .tsv with a Prompt column, "
-                           f"a .txt with one prompt per line, or one of: partiprompts, shapes")
+            raise ZooError(f"prompt file {spec!r} does not exist; pass a .tsv with a Prompt "
+                           f"column, a .txt with one prompt per line, or one of: partiprompts, "
+                           f"shapes")
         if path.is_dir():
             raise ZooError(f"prompt file {spec!r} is a directory; pass a .tsv or .txt file")
         prompts = read_tsv(path) if path.suffix.lower() == ".tsv" else read_lines(path)
