@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "zoo.data",
     "zoo.text_encoders",
     "zoo.models",
+    "zoo.distribute",
     "zoo.train",
     "zoo.eval",
 )
@@ -74,7 +75,7 @@ def load_plugin(name: str, module: str) -> bool:
     except Exception as e:  # noqa: BLE001 -- a broken plugin must not break the zoo
         detail = f"{type(e).__name__}: {e}".strip()
         FAILED[name] = detail
-        log.warning("zoo: plugin %r (%s) failed to import and was skipped: %s",
+        log.warning("warning: plugin %r failed to import and was skipped (module %s): %s",
                     name, module, detail)
         log.debug("%s", traceback.format_exc())
         return False

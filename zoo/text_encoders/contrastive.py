@@ -286,11 +286,13 @@ class ContrastiveTask(Task):
         """Image-caption batches of the registered dataset, captions tokenized in-graph."""
         from zoo.data import pipeline  # noqa: PLC0415 -- the data package is heavy
 
+        # The dataset is built first: its own arguments (e.g. a data `seed`) must not collide
+        # with the pipeline's (the data-order `seed`).
+        source = pipeline.get_dataset(self.dataset_name, **self.dataset_config)
         ds = pipeline.make_dataset(
-            self.dataset_name, split=self.split, image_size=self.image_size,
+            source, split=self.split, image_size=self.image_size,
             batch_size=batch_size, tokenizer=self.fresh_tokenizer(), seed=seed,
-            start_step=start_step,
-            **self.dataset_config)
+            start_step=start_step)
         keys = ("image", "caption", "text_tokens", "text_mask")
         return ds.map(lambda b: {k: b[k] for k in keys})
 

@@ -79,10 +79,7 @@ def setup(argv=None, *, parse_gin: bool = True, finalize: bool = True) -> None:
     if argv is not None and len(argv) > 1 and not getattr(setup, "allow_args", False):
         raise ZooError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
     from zoo import config, plugins
-    plugins.ensure_loaded()
-    for name, err in plugins.FAILED.items():
-        print(f"warning: plugin {name!r} failed to import and was skipped: {err}",
-              file=sys.stderr)
+    plugins.ensure_loaded()  # a failing plugin is reported by name through the zoo logger
     if parse_gin:
         config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=finalize)
 
@@ -94,12 +91,27 @@ def tool_name() -> str:
     return base
 
 
+def _plain_logging() -> None:
+    """zoo's INFO lines as plain text on stderr; TF's INFO chatter (checkpoint saves) off."""
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    zoo_log = logging.getLogger("zoo")
+    zoo_log.setLevel(logging.INFO)
+    if not any(getattr(h, "_zoo_plain", False) for h in zoo_log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._zoo_plain = True  # noqa: SLF001
+        zoo_log.addHandler(handler)
+    zoo_log.propagate = False
+
+
 def run(main: Callable, argv: Optional[list] = None) -> None:
     """absl's app.run with user errors printed as one line and exit code 1."""
     quiet_tensorflow()
-    logging.getLogger("zoo").setLevel(logging.INFO)
 
     def wrapped(args):
+        _plain_logging()
         try:
             return main(args)
         except ZooError as e:

@@ -44,11 +44,6 @@ def _distribution_from_flags():
 
 def main(argv):
     common.setup(argv)
-    import logging
-    from absl import logging as absl_logging
-    # TF's checkpoint code logs an INFO line per save through absl; keep zoo's own INFO lines.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     from zoo.errors import ZooError
     from zoo.train.loop import train
     kwargs = {"progress": FLAGS.progress}
