@@ -20,6 +20,7 @@ grid.png into --output_dir. Interrupted runs resume: the same command continues 
 prompts not yet generated.
 """
 
+import inspect
 import os
 import sys
 from typing import Any, Dict, Optional
@@ -152,8 +153,12 @@ def _shapes_data_of(model_dir):
         return 0, None
     options = {**_operative_bindings(model_dir, "synthetic_shapes"),
                **dict(config.get("dataset_options") or {})}
+    cls = DATASETS.get("synthetic_shapes")
+    accepted = inspect.signature(cls.__init__).parameters
+    # Arguments of other zoo versions (renamed or gone) do not change which captions exist.
+    options = {k: v for k, v in options.items() if k in accepted}
     try:
-        dataset = DATASETS.get("synthetic_shapes")(**options)
+        dataset = cls(**options)
     except (TypeError, ZooError) as e:
         raise ZooError(f"cannot rebuild the run's synthetic_shapes data from {model_dir} "
                        f"({e}); held-out prompts need it") from None
