@@ -112,3 +112,33 @@ def test_bad_inputs(tmp_path):
         build_serving_module(model, None, None, num_samples=0)
     with pytest.raises(ZooError, match="top_p"):
         build_serving_module(model, None, None, top_p=0.0)
+
+
+def test_upsampler_runs_in_the_graph():
+    """With an upsampler the served images are the upsampled ones, as in zoo-sample."""
+    import keras
+    import tensorflow as tf
+
+    from zoo.eval.evaluate import to_uint8
+    from zoo.models.sampling import TextToImage
+    from zoo.registry import IMAGE_TOKENIZERS, MODELS, UPSAMPLERS
+    from zoo.tokenizers.text import SentencePieceTokenizer
+    from zoo.tools.export import build_serving_module
+
+    spm = str(tiny_parti_run() / "spm.model")
+    keras.utils.set_random_seed(1)  # before the tokenizer (it clears TF's kernel cache)
+    text_tokenizer = SentencePieceTokenizer(spm, max_length=16)
+    model = MODELS.create("parti_micro", image_vocab_size=64, decoder_attention="dense",
+                          text_vocab_size=text_tokenizer.vocab_size)
+    model.build()
+    image_tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")
+    upsampler = UPSAMPLERS.create("wdsr_tiny")
+    module = build_serving_module(model, text_tokenizer, image_tokenizer,
+                                  upsampler=upsampler.upsample)
+    got = module.generate(tf.constant(PROMPTS[:2]), tf.constant(4, tf.int64), tf.constant(1),
+                          tf.constant(1.2))["images"].numpy()
+    assert got.shape == (2, 1, 32, 32, 3)
+    pipe = TextToImage(model, text_tokenizer, image_tokenizer, upsampler=upsampler,
+                       guidance_scale=1.2)
+    expected, _ = pipe(PROMPTS[:2], num_samples=1, seed=4)
+    np.testing.assert_array_equal(got, to_uint8(expected))
