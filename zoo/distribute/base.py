@@ -68,7 +68,7 @@ mesh run (or copy to an unsharded twin with `dist.to_host(variables)`).
 """
 
 import contextlib
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from zoo.errors import ZooError
 
@@ -147,7 +147,9 @@ def _dense(g):
 
 
 def get(strategy: str = "default", mesh: Optional[str] = None, layout_rules: Any = None,
-        virtual_devices: Optional[int] = None, tpu: Optional[str] = None) -> Distribution:
+        virtual_devices: Optional[int] = None, tpu: Optional[str] = None,
+        num_devices: Optional[int] = None, workers: Optional[Sequence[str]] = None,
+        worker_index: Optional[int] = None) -> Distribution:
     """The distribution for a run.
 
     Args:
@@ -155,10 +157,12 @@ def get(strategy: str = "default", mesh: Optional[str] = None, layout_rules: Any
         mesh: a DTensor mesh spec such as "batch:2,model:4" (data + model parallel); excludes a
             non-default strategy.
         layout_rules: for a mesh, ordered (regex, spec) pairs; None takes them from gin
-            (`layout_rules.rules`, see gin/mesh/*.gin).
+            (`mesh_layout.rules`, see gin/mesh/*.gin).
         virtual_devices: split the host CPU into this many logical devices first (tests, and
             trying a mesh on a laptop); must come before TF initialises its devices.
-        tpu: TPU name or address for the TPU cluster resolver ("" = local / from environment).
+        tpu: TPU name or address for the TPU cluster resolver (None: TPU_NAME or local).
+        num_devices: mirrored only: use the first N devices instead of all.
+        workers, worker_index: multi_worker only: the cluster instead of TF_CONFIG.
     """
     if virtual_devices:
         from zoo.distribute.devices import set_virtual_devices
@@ -176,4 +180,5 @@ def get(strategy: str = "default", mesh: Optional[str] = None, layout_rules: Any
     if strategy == "default":
         return Distribution()
     from zoo.distribute import strategies
-    return strategies.create(strategy, tpu=tpu)
+    return strategies.create(strategy, tpu_name=tpu, num_devices=num_devices, workers=workers,
+                             worker_index=worker_index)

@@ -27,6 +27,7 @@ made dense, gradients relaid to their weights' layouts, recorded at creation bec
 """
 
 import contextlib
+import dataclasses
 import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -212,6 +213,109 @@ def derive_slot_spec(weight_shape, weight_spec: Spec, slot_shape, nth: int = 0):
     return None
 
 
+
+@dataclasses.dataclass
+class Planned:
+    """One variable's layout decision."""
+
+    path: str
+    shape: Tuple[int, ...]
+    dtype: str
+    spec: Spec
+    source: str      # which rule / weight decided it
+    kind: str        # 'weight' (trainable), 'slot' (optimizer variable) or 'other'
+    weight: Optional[str] = None  # for a slot: the weight it follows
+
+
+class LayoutPlanner:
+    """Decides each new variable's spec from the rules; optimizer slots follow their weights.
+
+    Used by the variable creator of `MeshDistribution` (real DVariables) and by
+    `zoo.distribute.layouts` (no devices, nothing allocated), so the report shows exactly
+    what a run would create.
+    """
+
+    def __init__(self, rules: LayoutRules):
+        self.rules = rules
+        self.planned: List[Planned] = []
+        self._weights: Dict[int, Planned] = {}   # id(keras weight) -> its plan
+        self._slot_count: Dict[int, int] = {}
+        self._keep = []                           # keeps the ids above valid
+        self.errors: List[ZooError] = []
+
+    def plan(self, name: str, shape=None, dtype=None, trainable: bool = True) -> Planned:
+        """The plan for the variable being created now (found on the call stack).
+
+        `shape`/`dtype` default to those of the Keras variable under construction.
+        """
+        try:
+            return self._plan(name, shape, dtype, trainable)
+        except ZooError as e:
+            # Keras swallows errors raised while it auto-builds layers; callers re-raise.
+            self.errors.append(e)
+            raise
+
+    def raise_errors(self):
+        if self.errors:
+            error, self.errors = self.errors[0], []
+            raise error
+
+    def _plan(self, name, shape, dtype, trainable=True) -> Planned:
+        kvar, optimizer, reference = _inspect_creation(lambda v: id(v) in self._weights)
+        path = kvar.path if kvar is not None else _tf_path(name)
+        if shape is None:
+            shape = kvar.shape
+        if dtype is None:
+            dtype = kvar.dtype if kvar is not None else "float32"
+        shape = tuple(int(d) for d in shape)
+        dtype = getattr(dtype, "name", str(dtype))
+        rank = len(shape)
+        if optimizer is not None:
+            kind = "slot"
+        elif kvar is not None and trainable and kvar.trainable:
+            kind = "weight"
+        else:
+            kind = "other"  # RNG states, counters, non-trainable statistics
+        plan = None
+        if rank == 0:
+            plan = Planned(path, shape, dtype, (), "scalar", kind)
+        elif optimizer is None:
+            spec = self.rules.spec_for(path, shape)
+            i, _ = self.rules.match(path)
+            plan = Planned(path, shape, dtype, spec,
+                           f"rule #{i}" if i is not None else "no rule: replicated", kind)
+            if kvar is not None:
+                self._weights[id(kvar)] = plan
+                self._keep.append(kvar)
+        else:
+            if reference is not None:
+                weight = self._weights[id(reference)]
+                nth = 0
+                if shape != weight.shape:
+                    nth = self._slot_count.get(id(reference), 0)
+                    self._slot_count[id(reference)] = nth + 1
+                    # Names like '..._row' / '..._col' say which dimension was reduced.
+                    if re.search(r"[/_](row|r)$", path):
+                        nth = 0
+                    elif re.search(r"[/_](col|column|c)$", path):
+                        nth = 1
+                spec = derive_slot_spec(weight.shape, weight.spec, shape, nth)
+                if spec is not None:
+                    plan = Planned(path, shape, dtype, spec, f"follows {weight.path}", kind,
+                                   weight.path)
+            if plan is None:
+                # A slot not tied to a weight: rules by name (same rank only), else replicated.
+                i, spec = self.rules.match(path, rank)
+                if spec is not None:
+                    self.rules.check(path, shape, spec)
+                    plan = Planned(path, shape, dtype, spec, f"rule #{i}", kind)
+                else:
+                    plan = Planned(path, shape, dtype, (None,) * rank,
+                                   "no weight found: replicated", kind)
+        self.planned.append(plan)
+        return plan
+
+
 # -- the mesh distribution ----------------------------------------------------------------------
 
 def _keras_variable_class():
@@ -273,12 +377,8 @@ class MeshDistribution(Distribution):
         self.num_devices = wanted
         self.num_replicas = dict(self.axes).get(BATCH_AXIS, 1)
         self._layouts: Dict[int, object] = {}     # id(tf variable) -> dtensor.Layout
-        self._specs: Dict[str, Spec] = {}          # weight path -> spec (model weights)
-        self._weights: Dict[int, Tuple[str, tuple, Spec]] = {}  # id(keras var) -> path, shape, spec
-        self._slot_count: Dict[int, int] = {}
-        self._errors: List[ZooError] = []
-        self._keep = []                            # keeps ids valid
-        self.assignments: List[Tuple[str, tuple, Spec, str]] = []  # (path, shape, spec, source)
+        self._keep = []                            # keeps those ids valid
+        self.planner = LayoutPlanner(self.rules)
         del tf
 
     def describe(self) -> str:
@@ -315,38 +415,6 @@ class MeshDistribution(Distribution):
             self._keep.append(tf_var)
         return layout
 
-    def _spec_for_new_variable(self, name: str, shape) -> Tuple[str, Spec, str]:
-        """(path, spec, how it was chosen) for a variable being created now."""
-        kvar, optimizer, reference = _inspect_creation(lambda v: id(v) in self._weights)
-        path = kvar.path if kvar is not None else _tf_path(name)
-        rank = len(shape)
-        if rank == 0:
-            return path, (), "scalar"
-        if optimizer is None:
-            spec = self.rules.spec_for(path, shape)
-            if kvar is not None:
-                self._weights[id(kvar)] = (path, tuple(shape), spec)
-                self._keep.append(kvar)
-            i, _ = self.rules.match(path)
-            return path, spec, (f"rule #{i}" if i is not None else "replicated (no rule)")
-        if reference is not None:
-            wpath, wshape, wspec = self._weights[id(reference)]
-            if tuple(shape) != wshape:
-                key = id(reference)
-                nth = self._slot_count.get(key, 0)
-                self._slot_count[key] = nth + 1
-            else:
-                nth = 0
-            spec = derive_slot_spec(wshape, wspec, shape, nth)
-            if spec is not None:
-                return path, spec, f"slot of {wpath}"
-        # A slot we could not tie to a weight: rules by name (same rank only), else replicated.
-        i, spec = self.rules.match(path, rank)
-        if spec is not None:
-            self.rules.check(path, shape, spec)
-            return path, spec, f"rule #{i} (slot)"
-        return path, (None,) * rank, "replicated slot (no weight found)"
-
     def _creator(self, next_creator, **kw):
         import tensorflow as tf
         from tensorflow.experimental import dtensor
@@ -357,13 +425,9 @@ class MeshDistribution(Distribution):
                 value = dtensor.unpack(dtensor.relayout(
                     value, self.replicated(value.shape.rank)))[0]
             value = tf.convert_to_tensor(value, dtype=kw.get("dtype"))
-            try:
-                path, spec, source = self._spec_for_new_variable(kw.get("name") or "Variable",
-                                                                 value.shape)
-            except ZooError as e:
-                # Keras swallows errors raised while it auto-builds layers; scope() re-raises.
-                self._errors.append(e)
-                raise
+            plan = self.planner.plan(kw.get("name") or "Variable", value.shape, value.dtype,
+                                     kw.get("trainable", True) is not False)
+            spec = plan.spec
             layout = self.layout(spec)
             value = dtensor.relayout(dtensor.copy_to_mesh(value, self.replicated(len(spec))),
                                      layout)
@@ -372,7 +436,6 @@ class MeshDistribution(Distribution):
                                              name=kw.get("name"))
         self._layouts[id(var)] = layout
         self._keep.append(var)
-        self.assignments.append((path, tuple(value.shape.as_list()), spec, source))
         return var
 
     def scope(self):
@@ -381,11 +444,10 @@ class MeshDistribution(Distribution):
 
         @contextlib.contextmanager
         def both():
-            with tf.variable_creator_scope(self._creator), dtensor.default_mesh(self.mesh):
+            with tf.variable_creator_scope(self._creator), dtensor.default_mesh(self.mesh), \
+                    explicit_newaxis_slicing():
                 yield
-            if self._errors:
-                error, self._errors = self._errors[0], []
-                raise error
+            self.planner.raise_errors()
         return both()
 
     # -- data -----------------------------------------------------------------------------------
@@ -413,7 +475,7 @@ class MeshDistribution(Distribution):
 
     def run(self, fn, *args, **kwargs):
         from tensorflow.experimental import dtensor
-        with dtensor.default_mesh(self.mesh):
+        with dtensor.default_mesh(self.mesh), explicit_newaxis_slicing():
             return fn(*args, **kwargs)
 
     def reduce_gradients(self, grads, variables):
@@ -453,9 +515,72 @@ class MeshDistribution(Distribution):
         import tensorflow as tf
         return tf.nest.map_structure(self.to_host, value)
 
-    def layout_table(self):
-        """[(path, shape, spec, source)] of every variable created in scope(), in order."""
-        return list(self.assignments)
+    @property
+    def planned(self) -> List[Planned]:
+        """Every variable created in scope(), in order, with its spec and why."""
+        return list(self.planner.planned)
+
+
+# -- a DTensor slicing bug ----------------------------------------------------------------------
+
+_SLICING_DEPTH = 0
+_ORIGINAL_SLICING = None
+
+
+@contextlib.contextmanager
+def explicit_newaxis_slicing():
+    """Within: `x[None]`, `x[:, None]`, ... become a slice without new axes + `tf.expand_dims`.
+
+    TF 2.21's DTensor layout pass reads garbage sharding specs for a StridedSlice with a new
+    axis whose spec does not name every dimension (`x[None]` on a rank-2 tensor in a
+    tf.function: "ComputeLayoutForward error: sharding spec (<bytes>", UTF-8 decode errors or
+    a segmentation fault); `x[None, :, :]` and `tf.expand_dims` work. Model code uses the
+    short forms everywhere, so mesh runs rewrite them while tracing.
+    """
+    global _SLICING_DEPTH, _ORIGINAL_SLICING
+    from tensorflow.python.framework import tensor as tensor_lib
+    from tensorflow.python.ops import tensor_getitem_override as getitem_lib
+    if _SLICING_DEPTH == 0:
+        _ORIGINAL_SLICING = (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper)
+        fixed = _newaxis_free_getitem(_ORIGINAL_SLICING[1])
+        tensor_lib.Tensor.__getitem__ = fixed
+        getitem_lib._slice_helper = fixed
+    _SLICING_DEPTH += 1
+    try:
+        yield
+    finally:
+        _SLICING_DEPTH -= 1
+        if _SLICING_DEPTH == 0:
+            tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper = _ORIGINAL_SLICING
+
+
+def _newaxis_free_getitem(original):
+    import tensorflow as tf
+
+    def getitem(tensor, slice_spec, var=None):
+        key = slice_spec if isinstance(slice_spec, tuple) else (slice_spec,)
+        rank = tensor.shape.rank
+        if rank is None or not any(k is None for k in key):
+            return original(tensor, slice_spec, var)
+        consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+        fill = (slice(None),) * max(rank - consumed, 0)
+        if any(k is Ellipsis for k in key):
+            i = next(j for j, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + fill + key[i + 1:]
+        else:
+            key = key + fill
+        out = original(tensor, tuple(k for k in key if k is not None))
+        axis, new_axes = 0, []
+        for k in key:
+            if k is None:
+                new_axes.append(axis)
+                axis += 1
+            elif isinstance(k, slice):
+                axis += 1
+        for a in new_axes:
+            out = tf.expand_dims(out, a)
+        return out
+    return getitem
 
 
 _LAID_OUT = None
