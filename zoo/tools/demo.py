@@ -13,15 +13,16 @@ and it continues where it stopped; a finished stage is skipped):
 
 Each training stage is an ordinary `zoo-train` run from a gin file in gin/runs/ (the files
 named in STAGES), so anything the demo does can be rerun, changed or scaled with the normal
-tools. `--gin_bindings` apply to every stage (e.g. `--gin_bindings="train.steps = 100"` for a
-quick look); `--stages` runs a subset.
+tools. `--gin_file` and `--gin_bindings` apply to every stage after its own gin file (e.g.
+`--gin_file=data/synthetic_shapes_easy.gin`, `--gin_bindings="train.steps = 100"`);
+`--stages` runs a subset.
 """
 
 import dataclasses
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from absl import flags
 
@@ -52,8 +53,9 @@ class Stage:
 class Demo:
     """Runs the stages into one model directory."""
 
-    def __init__(self, model_dir: str, bindings: List[str], quick: bool):
+    def __init__(self, model_dir: str, gin_files: List[str], bindings: List[str], quick: bool):
         self.model_dir = os.path.abspath(model_dir)
+        self.gin_files = list(gin_files)
         self.bindings = list(bindings)
         self.quick = quick
 
@@ -81,7 +83,7 @@ class Demo:
         if self.quick:
             bindings += ["train.steps = 3", "train.checkpoint_every = 3",
                          "train.summary_every = 1", "train.image_summary_every = 3"]
-        config.parse([gin_file], bindings)
+        config.parse([gin_file] + self.gin_files, bindings)
         result = loop.train(model_dir=self.path(subdir))
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         return (f"step {result.step}" + (f", loss {losses}" if losses else "")
@@ -130,19 +132,16 @@ def _fmt_time(seconds: float) -> str:
 
 def main(argv):
     common.setup(argv, parse_gin=False)
-    if FLAGS.gin_file:
-        raise ZooError("zoo-demo takes no --gin_file (each stage has its own, see "
-                       "`zoo-demo --help`); use --gin_bindings to change a stage")
     names = [s.name for s in STAGES]
     wanted = FLAGS.stages or names
     for w in wanted:
         if w not in names:
             from zoo.errors import suggest
             raise ZooError(f"unknown stage {w!r}; {suggest(w, names, what='stage')}")
-    # Bindings are validated up front, against every component, before any stage runs.
+    # Extra gin files and bindings are validated up front, before any stage runs.
     from zoo import config
-    config.parse([], FLAGS.gin_bindings, finalize=False)
-    demo = Demo(FLAGS.model_dir or "runs/demo", FLAGS.gin_bindings, FLAGS.quick)
+    config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=False)
+    demo = Demo(FLAGS.model_dir or "runs/demo", FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.quick)
     print(f"zoo-demo: {len(wanted)} stages into {demo.model_dir}", flush=True)
     t0 = time.time()
     chosen = [s for s in STAGES if s.name in wanted]

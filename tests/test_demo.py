@@ -1,0 +1,42 @@
+"""zoo-demo end to end (a few steps per stage), and a second run resumes instead of restarting."""
+
+import json
+import os
+
+import pytest
+
+from helpers_tools import run_tool
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    r = run_tool("demo", "--quick", f"--model_dir={out}", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for i, title in enumerate(["text tokenizer", "image tokenizer", "reranker", "transformer",
+                               "samples + evaluation"], 1):
+        assert f"[{i}/5] {title}" in r.stdout, r.stdout
+    assert "zoo-demo: done" in r.stdout
+    assert (out / "spm" / "spm.model").exists()
+    for stage in ("tokenizer", "contrastive", "parti"):
+        run = json.loads((out / stage / "run.json").read_text())
+        assert run["task"] in ("vit_vqgan", "contrastive", "parti"), run
+        assert (out / stage / "operative_config.gin").exists()
+    assert (out / "eval" / "index.html").exists()
+    assert (out / "eval" / "results.json").exists()
+    assert (out / "eval" / "grid.png").exists()
+    assert "Traceback" not in r.stderr
+
+    # Run again: finished stages are not redone.
+    spm_mtime = os.path.getmtime(out / "spm" / "spm.model")
+    r2 = run_tool("demo", "--quick", f"--model_dir={out}", "--stages=spm,tokenizer", timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "(exists)" in r2.stdout
+    assert "already at step 3" in r2.stdout
+    assert os.path.getmtime(out / "spm" / "spm.model") == spm_mtime
+
+
+def test_demo_rejects_unknown_stage(tmp_path):
+    r = run_tool("demo", "--stages=tokeniser", f"--model_dir={tmp_path}")
+    assert r.returncode == 1
+    assert "unknown stage 'tokeniser'" in r.stderr and "did you mean 'tokenizer'" in r.stderr
