@@ -83,8 +83,26 @@ def load_image_tokenizer(model_dir: Optional[str], name: Optional[str], options=
     return tokenizer
 
 
+def _registered_text_tokenizer(text_tokenizer) -> bool:
+    """True when `text_tokenizer` names a registered text tokenizer (e.g. a plugin's WordPiece)
+    rather than a SentencePiece .model path."""
+    from zoo.registry import TEXT_TOKENIZERS
+    return (isinstance(text_tokenizer, str) and text_tokenizer in TEXT_TOKENIZERS
+            and not os.path.exists(text_tokenizer))
+
+
+def _make_text_tokenizer(text_tokenizer, max_length):
+    if _registered_text_tokenizer(text_tokenizer):
+        from zoo.registry import TEXT_TOKENIZERS
+        return TEXT_TOKENIZERS.create(text_tokenizer, max_length=max_length)
+    from zoo.tokenizers.text import SentencePieceTokenizer
+    return SentencePieceTokenizer(text_tokenizer, max_length=max_length)
+
+
 def _vocab_size(model_path) -> int:
     """Pieces in a SentencePiece model (python library; no TF resource)."""
+    if _registered_text_tokenizer(model_path):  # a registered tokenizer: build it and ask
+        return int(_make_text_tokenizer(model_path, 8).vocab_size)
     import sentencepiece
     from zoo.tokenizers.text import read_model_proto
     processor = sentencepiece.SentencePieceProcessor()
@@ -111,7 +129,9 @@ class PartiTask(Task):
         image_tokenizer_options: options of that untrained tokenizer.
         code_records: glob of TFRecords written by `zoo-encode` (codes + captions); used
             instead of encoding images every step.
-        text_tokenizer: path of the SentencePiece `.model` (required).
+        text_tokenizer: path of the SentencePiece `.model` (required), or the name of a
+            registered text tokenizer that needs no other argument than max_length (e.g. the
+            keras_hub plugin's 'keras_hub_minilm_l6_v2', with its encoder as text_encoder).
         max_text_length: prompt length in tokens (default: the model's, Parti 128).
         dataset: registered image-caption dataset. dataset_options: its arguments.
         split: dataset split to train on.
@@ -156,7 +176,8 @@ class PartiTask(Task):
         self.codebook_size = int(probe.codebook_size)
 
         self.code_records = code_records
-        self.text_tokenizer_path = os.path.abspath(os.fspath(text_tokenizer))
+        self.text_tokenizer_path = (text_tokenizer if _registered_text_tokenizer(text_tokenizer)
+                                    else os.path.abspath(os.fspath(text_tokenizer)))
         self.model_name = model
         options = dict(model_options or {})
         sized = MODELS.create(model, **options)  # gin bindings of the size, then options
@@ -207,9 +228,8 @@ class PartiTask(Task):
 
     def build(self):
         from zoo.models.parti import Parti
-        from zoo.tokenizers.text import SentencePieceTokenizer
-        self.text_tokenizer = SentencePieceTokenizer(self.text_tokenizer_path,
-                                                     max_length=self.max_text_length)
+        self.text_tokenizer = _make_text_tokenizer(self.text_tokenizer_path,
+                                                   self.max_text_length)
         options = {k: v for k, v in self.model_options.items() if k not in ("trainable",
                                                                              "dtype")}
         self.model = Parti(**options)

@@ -92,47 +92,32 @@ def test_entry_point_lists_components():
     assert lines and "[keras_hub]" in lines[0], r.stdout
 
 
-def test_parti_trains_with_the_minilm_encoder_on_shapes(minilm):
-    """MiniLM's WordPiece ids and frozen BERT features feed Parti's cross-attention."""
-    import keras
-
+@pytest.mark.slow
+def test_parti_trains_with_the_minilm_encoder_on_shapes(minilm, tmp_path):
+    """zoo-train's Parti stage with MiniLM's WordPiece ids and frozen BERT features feeding
+    Parti's cross-attention, on the synthetic shapes data."""
     import zoo.data  # noqa: F401
     import zoo.models  # noqa: F401
-    import zoo.tokenizers  # noqa: F401
-    from zoo.data import pipeline
-    from zoo.registry import IMAGE_TOKENIZERS, MODELS
+    from zoo.train.loop import load_task, train
+    from zoo.train.parti_task import PartiTask
 
-    tok, _ = minilm
-    keras.utils.set_random_seed(0)
-    image_tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")  # 16x16 -> 4x4 codes
-    ds = pipeline.make_dataset("synthetic_shapes", image_size=16, batch_size=8, tokenizer=tok,
-                               seed=0, max_objects=1, sizes=("large",))
-    batch = next(iter(ds))
-    assert batch["text_tokens"].shape == (8, 16) and int(batch["text_tokens"][0, 0]) == 101
-    codes = image_tokenizer.encode(batch["image"])
-    model = MODELS.create("parti_tiny", text_encoder="keras_hub_minilm_l6_v2",
-                          train_text_encoder=False, image_grid=(4, 4),
-                          image_vocab_size=image_tokenizer.codebook_size, width=64,
-                          decoder_layers=1, heads=2, mlp_dim=64, max_text_length=16,
-                          dropout=0.0)
-    model.build()
+    task = PartiTask(model="parti_micro", image_tokenizer="vit_vqgan_micro",
+                     text_tokenizer="keras_hub_minilm_l6_v2", condition_drop_rate=0.0,
+                     model_options={"text_encoder": "keras_hub_minilm_l6_v2",
+                                    "train_text_encoder": False, "decoder_attention": "dense",
+                                    "dropout": 0.0},
+                     dataset_options={"max_objects": 1, "sizes": ["large"]},
+                     schedule_options={"peak": 3e-3, "warmup_steps": 1})
+    assert task.config()["model_options"]["text_vocab_size"] == 30522
+    first = train(task=task, model_dir=str(tmp_path / "run"), steps=1, batch_size=8,
+                  checkpoint_every=1, summary_every=0, image_summary_every=0, progress=False)
+    model = first.task.model
     assert model.text_encoder.width == 384 and model.text_projection is not None
-    encoder_weights = {id(v) for v in model.text_encoder.weights}
-    assert not encoder_weights & {id(v) for v in model.trainable_weights}
-    optimizer = keras.optimizers.Adam(3e-3)
-    inputs = {"text_tokens": batch["text_tokens"], "text_mask": batch["text_mask"],
-              "image_codes": codes}
-    targets = tf.reshape(codes, (8, -1))
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            logits = model(inputs, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                targets, logits, from_logits=True))
-        grads = tape.gradient(loss, model.trainable_weights)
-        optimizer.apply_gradients(zip(grads, model.trainable_weights))
-        return loss
-
-    losses = [float(step()) for _ in range(12)]
-    assert losses[-1] < losses[0] - 0.5, losses
+    assert int(next(iter(first.task.dataset(8, 0)))["text_tokens"][0, 0]) == 101  # [CLS]
+    frozen = {id(v) for v in model.text_encoder.weights}
+    assert frozen and not frozen & {id(v) for v in model.trainable_weights}
+    initial = first.losses["model"]
+    more = train(task=load_task(str(tmp_path / "run")), model_dir=str(tmp_path / "run"),
+                 steps=20, batch_size=8, checkpoint_every=20, summary_every=0,
+                 image_summary_every=0, progress=False)
+    assert more.step == 20 and more.losses["model"] < initial - 0.3, (initial, more.losses)
