@@ -24,7 +24,7 @@ class FactorizedQuantizer(keras.layers.Layer):
     the share of codes used in that window (`usage()`); `restart_dead_codes()` (called by the
     training task every `usage_window` steps when `restart_dead_codes` is on) re-initialises
     codes unused in the whole window from recent encoder outputs, the usual remedy for dead codes
-    (as in Jukebox / "codebook reset"). Under a multi-replica strategy the histograms and the
+    (as in Jukebox / "codebook reset"), sampled in proportion to their distance to their code. Under a multi-replica strategy the histograms and the
     latent buffer keep the first replica's batch only.
 
     Args:
@@ -47,7 +47,9 @@ class FactorizedQuantizer(keras.layers.Layer):
     def build(self, input_shape):
         self.codebook = self.add_weight(
             name="codebook", shape=(self.codebook_size, self.lookup_dim),
-            initializer=keras.initializers.RandomNormal(stddev=1.0))
+            # Unit-norm codes on average: only directions matter, and with Adam the raw norm
+            # sets how fast a code can turn (norm ~6 at stddev 1 made codes nearly frozen).
+            initializer=keras.initializers.RandomNormal(stddev=self.lookup_dim ** -0.5))
         # Usage state (not trained, but checkpointed so a resumed run measures the same).
         self.histograms = self.add_weight(
             name="histograms", shape=(self.usage_window, self.codebook_size),
@@ -90,21 +92,26 @@ class FactorizedQuantizer(keras.layers.Layer):
         probs = hist / ops.maximum(ops.sum(hist), 1.0)
         perplexity = ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
         if training:
-            self._record(hist, ops.reshape(ops.stop_gradient(zn), (-1, self.lookup_dim)))
+            # Distance of each latent to its code (cosine): restarts favour the worst served.
+            err = ops.reshape(ops.sum(ops.square(ops.stop_gradient(zn - e)), axis=-1), (-1,))
+            self._record(hist, ops.reshape(ops.stop_gradient(zn), (-1, self.lookup_dim)), err)
         return zq, codes, loss, perplexity
 
-    def _record(self, hist, flat_latents):
+    def _record(self, hist, flat_latents, errors):
         slot = ops.cast(self.counter % self.usage_window, "int32")
         onehot = ops.one_hot(slot, self.usage_window)[:, None]
         self.histograms.assign(self.histograms * (1.0 - onehot) + onehot * hist[None, :])
         self.counter.assign_add(ops.cast(1, "int64"))
-        # Keep a random sample of this batch's latents for dead-code restarts.
-        n = ops.shape(flat_latents)[0]
-        # Stateless, seeded by the (checkpointed) counter: a resumed run draws the same sample.
+        # Keep a sample of this batch's latents for dead-code restarts, drawn with probability
+        # proportional to their quantisation error (k-means++ style): new codes go where the
+        # codebook serves the data worst, not to the most common (e.g. background) patches.
+        logits = ops.log(errors + 1e-8)[None, :]
+        # Stateless, seeded by the checkpointed counter: a resumed run draws the same sample
+        # (an unseeded random op restarts its stream on resume; see tests/test_resume.py).
         seed = tf.stack([tf.cast(tf.convert_to_tensor(self.counter), tf.int64),
                          tf.constant(0x5EED, tf.int64)])
-        idx = tf.random.stateless_uniform((self.codebook_size,), seed=seed, minval=0, maxval=n,
-                                          dtype=tf.int32)
+        idx = tf.random.stateless_categorical(logits, self.codebook_size, seed=seed,
+                                              dtype=tf.int32)[0]
         self.latents.assign(ops.take(flat_latents, idx, axis=0))
 
     def usage(self):

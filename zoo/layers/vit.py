@@ -17,9 +17,12 @@ def track_list(owner, prefix, layers):
         setattr(owner, f"{prefix}{i}", layer)
 
 
+_INIT = "glorot_uniform"
+
+
 def _dense(units, name, activation=None, use_bias=True):
     return keras.layers.Dense(units, activation=activation, use_bias=use_bias, name=name,
-                              kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+                              kernel_initializer=_INIT)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

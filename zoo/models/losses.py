@@ -73,3 +73,24 @@ def psnr(target, prediction, max_value=1.0):
     mse = ops.mean(ops.square(ops.cast(target, "float32") - ops.cast(prediction, "float32")),
                    axis=(1, 2, 3))
     return ops.mean(10.0 * ops.log(max_value ** 2 / ops.maximum(mse, 1e-10)) / ops.log(10.0))
+
+
+def adversarial_terms(discriminator, real, fake, active, r1_weight=0.0):
+    """(generator loss, discriminator loss, R1) of one GAN step; all 0 while `active` is False.
+
+    `active` is a boolean tensor (e.g. step >= start): before the GAN starts, the
+    discriminator is not run at all (tf.cond), so a late start costs nothing.
+    """
+    def on():
+        fake_logits = discriminator(fake, training=True)
+        real_logits = discriminator(real, training=True)
+        g = generator_adversarial_loss(fake_logits)
+        d = discriminator_adversarial_loss(real_logits, fake_logits)
+        r1 = r1_penalty(discriminator, real) if r1_weight else tf.constant(0.0)
+        return g, d + 0.5 * r1_weight * r1, r1
+
+    def off():
+        zero = tf.constant(0.0)
+        return zero, zero, zero
+
+    return tf.cond(tf.convert_to_tensor(active), on, off)

@@ -154,6 +154,10 @@ class ViTVQGAN(keras.Model):
 
     def decode_raw(self, zq, training=False):
         """Raw decoder outputs [B, H, W, out_channels] from code vectors [B, h*w, lookup]."""
+        # Codes are unit vectors (entries ~ 1/sqrt(lookup_dim)); scaled to unit-variance
+        # entries, the decoder's residual stream starts at the blocks' scale. Unscaled, a small
+        # decoder sat at the mean image for hundreds of steps on shapes data.
+        zq = ops.cast(zq, "float32") * (float(self.lookup_dim) ** 0.5)
         x = self.decoder_in(ops.cast(zq, self.compute_dtype))
         x = self.decoder(x, training=training)
         x = self.decoder_head(x)
@@ -312,7 +316,8 @@ SIZES = {
                                   decoder_heads=16, decoder_head_dim=64, decoder_dim=1280,
                                   decoder_mlp_dim=5120, logit_laplace=False),
     "vit_vqgan_tiny": dict(image_size=32, patch_size=4, blocks=2, heads=4, dim=128, mlp_dim=256,
-                           codebook_size=512, lookup_dim=32, restart_dead_codes=True),
+                           codebook_size=512, lookup_dim=32, usage_window=20,
+                           restart_dead_codes=True),
     "vit_vqgan_micro": dict(image_size=16, patch_size=4, blocks=1, heads=2, dim=32, mlp_dim=64,
                             codebook_size=64, lookup_dim=8, usage_window=10),
 }

@@ -5,8 +5,8 @@ the original; losses L2 + perceptual + adversarial (weights configurable). Witho
 run (`tokenizer_dir = None`) the input is the area-downsampled image itself.
 
     train.task = 'superres'
-    superres_task.upsampler = 'wdsr_tiny'
-    superres_task.tokenizer_dir = 'runs/tokenizer_tiny'
+    superres.upsampler = 'wdsr_tiny'
+    superres.tokenizer_dir = 'runs/tokenizer_tiny'
 """
 
 import numpy as np
@@ -109,7 +109,7 @@ class SuperResTask(Task):
                     f"the tokenizer in {self.tokenizer_dir} takes {self.tokenizer.image_size}"
                     f"x{self.tokenizer.image_size} images but the upsampler's inputs are "
                     f"{self.low_size}x{self.low_size} (image_size {self.image_size} / scale "
-                    f"{scale}); set superres_task.image_size = "
+                    f"{scale}); set superres.image_size = "
                     f"{self.tokenizer.image_size * scale}")
         self.features = (FEATURE_NETWORKS.create(self.feature_network,
                                                  **self.feature_network_options)
@@ -171,20 +171,15 @@ class SuperResTask(Task):
             metrics["perceptual"] = p
         losses = {}
         if self.adversarial:
-            on = tf.cast(self.generator_optimizer.iterations >= self.adversarial_start_step,
-                         tf.float32)
-            fake = self.discriminator(pred, training=training)
-            real = self.discriminator(images, training=training)
-            g_adv = L.generator_adversarial_loss(fake)
-            d_loss = L.discriminator_adversarial_loss(real, fake)
-            if self.r1_weight:
-                r1 = L.r1_penalty(self.discriminator, images)
-                d_loss += 0.5 * self.r1_weight * r1
-                metrics["r1"] = r1
-            g_loss += on * self.adversarial_weight * g_adv
-            losses["discriminator"] = on * d_loss
+            active = self.generator_optimizer.iterations >= self.adversarial_start_step
+            g_adv, d_loss, r1 = L.adversarial_terms(self.discriminator, images, pred, active,
+                                                   self.r1_weight)
+            g_loss += self.adversarial_weight * g_adv
+            losses["discriminator"] = d_loss
             metrics["generator_adversarial"] = g_adv
             metrics["discriminator_logistic"] = d_loss
+            if self.r1_weight:
+                metrics["r1"] = r1
         losses["generator"] = g_loss
         return losses, metrics
 

@@ -2,7 +2,7 @@
 
     # gin/runs/tokenizer_tiny_shapes.gin
     train.task = 'vit_vqgan'
-    vit_vqgan_task.tokenizer = 'vit_vqgan_tiny'
+    vit_vqgan.tokenizer = 'vit_vqgan_tiny'
 
 Losses (ViT-VQGAN sec. 3.3, weights configurable): L2 1.0, logit-Laplace 0.1, perceptual 0.1,
 adversarial 0.1 (StyleGAN logistic, optional R1), plus the quantizer's codebook + commitment
@@ -274,20 +274,15 @@ class ViTVQGANTask(Task):
             metrics["perceptual"] = p
         losses = {}
         if self.adversarial:
-            on = tf.cast(self.generator_optimizer.iterations >= self.adversarial_start_step,
-                         tf.float32)
-            fake = self.discriminator(recon, training=training)
-            real = self.discriminator(images, training=training)
-            g_adv = L.generator_adversarial_loss(fake)
-            d_loss = L.discriminator_adversarial_loss(real, fake)
-            if self.r1_weight:
-                r1 = L.r1_penalty(self.discriminator, images)
-                d_loss += 0.5 * self.r1_weight * r1
-                metrics["r1"] = r1
-            g_loss += on * self.adversarial_weight * g_adv
-            losses["discriminator"] = on * d_loss
+            active = self.generator_optimizer.iterations >= self.adversarial_start_step
+            g_adv, d_loss, r1 = L.adversarial_terms(self.discriminator, images, recon, active,
+                                                   self.r1_weight)
+            g_loss += self.adversarial_weight * g_adv
+            losses["discriminator"] = d_loss
             metrics["generator_adversarial"] = g_adv
             metrics["discriminator_logistic"] = d_loss
+            if self.r1_weight:
+                metrics["r1"] = r1
         losses["generator"] = g_loss
         return losses, metrics
 
