@@ -1,6 +1,5 @@
 """Pretrained text encoders: loaded by name into Parti, with clear errors on mismatched weights."""
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
