@@ -183,3 +183,27 @@ def test_kill_and_resume_tokenizer_stage(tmp_path, gin_clean, capfd):
     """The real ViT-VQGAN task (generator + discriminator groups, quantizer usage state)."""
     assert kill_and_resume(tmp_path, capfd, TOKENIZER_GIN, steps=4, every=2) > 20
 
+
+
+PARTI_GIN = """
+train.task = 'parti'
+train.steps = 4
+train.batch_size = 2
+train.checkpoint_every = 2
+train.summary_every = 2
+train.image_summary_every = 0
+parti.model = 'parti_micro'
+parti.image_tokenizer = 'vit_vqgan_micro'
+parti.text_tokenizer = '{spm}'
+"""
+
+
+@pytest.mark.slow
+def test_kill_and_resume_transformer_stage(tmp_path, gin_clean, capfd):
+    """The real Parti task (Adafactor, condition dropping from (seed, step), text tokenized
+    in-graph, image codes from a frozen tokenizer), at its micro size."""
+    from zoo.data import shapes
+    from zoo.tools.train_spm import train_sentencepiece
+    spm = train_sentencepiece([shapes.caption(0, i) for i in range(300)],
+                              str(tmp_path / "spm.model"), vocab_size=60, shrink_to_fit=True)
+    assert kill_and_resume(tmp_path, capfd, PARTI_GIN.format(spm=spm), steps=4, every=2) > 20
