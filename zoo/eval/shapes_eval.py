@@ -21,9 +21,9 @@ from zoo.registry import METRICS
 
 @METRICS.register("shapes_acceptance")
 def shapes_acceptance(captions: Sequence[str], images) -> Dict[str, Any]:
-    """Checker verdicts for images [N, H, W, 3] (float [0, 1] or uint8) and their N captions.
+    """Share of images the synthetic-shapes checker accepts, overall and per caption feature.
 
-    Returns dict(acceptance, by_feature={feature: rate}, accepted=[bool|None per image],
+    Takes images [N, H, W, 3] (float [0, 1] or uint8) and their N captions. Returns dict(acceptance, by_feature={feature: rate}, accepted=[bool|None per image],
     features=[per-image dicts], count, unreadable).
     """
     from zoo.data import shapes
