@@ -48,7 +48,8 @@ def group_stats(samples: List[Dict[str, Any]], key: str) -> Dict[str, Dict[str, 
         g = groups.setdefault(value, {"prompts": 0, "images": 0, "scores": [], "accepted": []})
         g["prompts"] += 1
         g["images"] += len(s.get("images") or ())
-        g["scores"] += [float(x) for x in (s.get("scores") or ())]
+        # The evaluation's contrastive score when there is one, else the sampler's scores.
+        g["scores"] += [float(x) for x in (s.get("contrastive") or s.get("scores") or ())]
         g["accepted"] += [bool(x) for x in (s.get("accepted") or ()) if x is not None]
     out = {}
     for value, g in groups.items():
