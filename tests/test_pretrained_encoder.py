@@ -114,3 +114,25 @@ def test_missing_run_errors(tmp_path):
     model_dir, _ = mlm_run()
     with pytest.raises(ZooError, match=r"no checkpoint at step 7 \(have: \[60\]\)"):
         TEXT_ENCODERS.create("pretrained", model_dir=model_dir, step=7)
+
+
+def test_parti_task_trains_on_a_frozen_pretrained_encoder_and_reloads_without_gin(tmp_path):
+    import zoo.data  # noqa: F401
+    from text_encoder_helpers import spm_model
+    from zoo.train.loop import load_task, train
+    from zoo.train.parti_task import PartiTask
+
+    mlm_dir, result = mlm_run()
+    task = PartiTask(model="parti_micro", image_tokenizer="vit_vqgan_micro",
+                     text_tokenizer=spm_model(),
+                     model_options={"text_encoder": "pretrained",
+                                    "text_encoder_config": {"model_dir": mlm_dir},
+                                    "train_text_encoder": False,
+                                    "decoder_attention": "dense"},
+                     dataset_options={"max_objects": 1})
+    run = train(task=task, model_dir=str(tmp_path / "parti"), steps=2, batch_size=4,
+                checkpoint_every=2, summary_every=0, image_summary_every=0, progress=False)
+    assert run.step == 2
+    reloaded = load_task(str(tmp_path / "parti"))  # from run.json alone: no gin
+    _assert_same_weights(reloaded.model.text_encoder, result.task.encoder)
+    assert reloaded.model.text_projection is None  # encoder width 32 == parti_micro's

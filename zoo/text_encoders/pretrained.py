@@ -1,16 +1,18 @@
 """Pretrained text encoders: load a pretraining run's encoder into Parti, by name from gin.
 
     # Parti with the text encoder of an `mlm` or `contrastive` run (any width: Parti adds a
-    # projection when it differs from the decoder's; parti.train_text_encoder = False freezes it)
+    # projection when it differs from the decoder's; train_text_encoder = False freezes it)
     parti_tiny.text_encoder = 'pretrained'
-    pretrained.model_dir = 'runs/mlm_shapes'
-    # ... with the tokenizer the encoder was trained with (text tokenizer
-    # 'pretrained_tokenizer', pretrained_tokenizer.model_dir = 'runs/mlm_shapes')
+    parti_tiny.text_encoder_config = {'model_dir': 'runs/mlm_shapes'}
+    # (or `pretrained.model_dir = ...`; in text_encoder_config it is recorded in Parti's run)
+    # with the tokenizer the encoder was trained with: the run's SentencePiece model, or the
+    # text tokenizer 'pretrained_tokenizer' (pretrained_tokenizer.model_dir = ...)
 
     # or: the weights loaded into an encoder of a given architecture (Parti's own sizes); any
     # weight whose name or shape differs is a ZooError that names it
-    pretrained.encoder = 'parti_encoder'
-    pretrained.encoder_config = {'vocab_size': 1000, 'width': 256, 'layers': 2, ...}
+    parti_tiny.text_encoder_config = {'model_dir': 'runs/mlm_shapes',
+                                      'encoder': 'parti_encoder',
+                                      'encoder_config': {'vocab_size': 58, 'width': 256, ...}}
 
 A pretraining run is any `zoo-train` model directory whose task config names its text encoder
 (`encoder`, `encoder_config`) and whose model keeps it as `model.text_encoder` (the `mlm` and
