@@ -43,14 +43,15 @@ def main():
     from zoo.models.sampling import TextToImage
     from zoo.registry import DATASETS
 
-    data_config = DATASETS.create("synthetic_shapes").config
+    dataset = DATASETS.create("synthetic_shapes")
+    data_config, data_seed = dataset.config, dataset.seed
     pipe = TextToImage.from_model_dir(args.model_dir, step=args.step)
     print(f"run {args.model_dir} at step {pipe.task.restored_step}; {args.prompts} held-out "
-          f"captions (synthetic_shapes test split, seed {data_config.seed})")
-    prompts = [p.text for p in shapes_prompts(args.prompts, seed=data_config.seed,
+          f"captions (synthetic_shapes test split, seed {data_seed})")
+    prompts = [p.text for p in shapes_prompts(args.prompts, seed=data_seed,
                                               config=data_config)]
     size = pipe.image_tokenizer.image_size
-    real = np.stack([shapes.generate(data_config.seed, i, "test", data_config, size)["image"]
+    real = np.stack([shapes.generate(data_seed, i, "test", data_config, size)["image"]
                      for i in range(args.prompts)]).astype(np.float32) / 255.0
     recon = np.asarray(pipe.image_tokenizer.decode(pipe.image_tokenizer.encode(real)))
     for name, images in (("real images", real), ("tokenizer reconstructions", recon)):

@@ -63,6 +63,11 @@ def check_grid(grid, tokens=None) -> Tuple[int, int]:
     return h, w
 
 
+def scale_queries(q):
+    """q / sqrt(head_dim): scaling the queries costs N * d, scaling the scores N * keys."""
+    return q * tf.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+
+
 def softmax_attention(scores, v, valid=None):
     """softmax(scores) v with scores [..., q, k] already scaled; `valid` masks keys.
 
@@ -80,8 +85,7 @@ def softmax_attention(scores, v, valid=None):
 
 def dense_masked_attention(q, k, v, mask):
     """Reference attention: every query scored against every key, then `mask` [N, N] applied."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = tf.matmul(q, k, transpose_b=True) * tf.cast(scale, q.dtype)
+    scores = tf.matmul(scale_queries(q), k, transpose_b=True)
     return softmax_attention(scores, v, tf.convert_to_tensor(mask))
 
 
@@ -139,8 +143,7 @@ class AttentionKernel:
         """One query at position t: q [B, H, 1, d], caches [B, H, N, d] -> [B, H, 1, d]."""
         h, w = check_grid(grid, k_cache.shape[2])
         row = tf.gather(tf.constant(self.mask((h, w))), t)  # [N]
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = tf.matmul(q, k_cache, transpose_b=True) * tf.cast(scale, q.dtype)
+        scores = tf.matmul(scale_queries(q), k_cache, transpose_b=True)
         return softmax_attention(scores, v_cache, row[None, None, None, :])
 
     def get_config(self) -> Dict[str, Any]:
@@ -167,8 +170,7 @@ _MASKS: Dict[Any, np.ndarray] = {}
 
 def gather_step(q, k_cache, v_cache, index, valid):
     """Attention of one query over the cache entries `index` [K] (int), `valid` [K] (bool)."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
     keys = tf.gather(k_cache, index, axis=2)  # [B, H, K, d]
     values = tf.gather(v_cache, index, axis=2)
-    scores = tf.matmul(q, keys, transpose_b=True) * tf.cast(scale, q.dtype)
+    scores = tf.matmul(scale_queries(q), keys, transpose_b=True)
     return softmax_attention(scores, values, valid[None, None, None, :])

@@ -1,11 +1,10 @@
 """Column attention (DALL-E): each token sees the earlier tokens in its grid column."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import AttentionKernel, check_grid, gather_step, softmax_attention
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
+                                softmax_attention)
 from zoo.registry import ATTENTION
 
 
@@ -31,9 +30,8 @@ class ColumnAttention(AttentionKernel):
             return tf.transpose(tf.reshape(x, tf.concat([b_h, [h, w, dim]], 0)),
                                 [0, 1, 3, 2, 4])
 
-        scale = 1.0 / math.sqrt(d)
-        scores = tf.matmul(columns(q, d), columns(k, d), transpose_b=True)
-        scores = scores * tf.cast(scale, q.dtype)  # [B, H, w, h, h]
+        scores = tf.matmul(columns(scale_queries(q), d), columns(k, d),
+                           transpose_b=True)  # [B, H, w, h, h]
         causal = tf.constant(np.tril(np.ones((h, h), dtype=bool)))
         out = softmax_attention(scores, columns(v, dv), causal)  # [B, H, w, h, dv]
         out = tf.transpose(out, [0, 1, 3, 2, 4])

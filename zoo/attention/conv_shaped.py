@@ -1,11 +1,10 @@
 """Conv-shaped attention (DALL-E's last layer, Parti's decoder): a causal k x k window."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import AttentionKernel, check_grid, gather_step, softmax_attention
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
+                                softmax_attention)
 from zoo.errors import ZooError
 from zoo.registry import ATTENTION
 
@@ -25,13 +24,15 @@ class ConvShapedAttention(AttentionKernel):
     Sparse: queries are taken in tiles of `block_rows` x `block_cols`; the keys of a tile lie in
     a window of (block_rows + k//2) rows x (block_cols + 2 * (k//2)) columns, which is gathered
     once per tile and scored with one small matmul. Scores per query: that window's size
-    (108 for 1 x 8 tiles and k = 11) instead of N.
+    (9 x 18 = 162 for the default 4 x 8 tiles and k = 11) instead of N; memory grows linearly
+    with N (bench/attention.py: 4 x 8 tiles beat 1 x 8, 2 x 8 and 2 x 16 on 32x32 and 64x64).
 
     Args:
         kernel_size: int, odd. Side of the window (DALL-E and Parti: 11).
-        block_rows: int or None. Query tile height (must divide the grid height); None picks 1.
+        block_rows: int or None. Query tile height (must divide the grid height); None picks the
+            largest divisor of the height up to 4.
         block_cols: int or None. Query tile width (must divide the grid width); None picks the
-            largest divisor of the width up to 8 (fast on CPU; see bench/attention.py).
+            largest divisor of the width up to 8.
     """
 
     name = "conv_shaped"
@@ -58,7 +59,7 @@ class ConvShapedAttention(AttentionKernel):
         return above | left
 
     def _tiles(self, h, w):
-        bh = self.block_rows or 1
+        bh = self.block_rows or _divisor_at_most(h, 4)
         bw = self.block_cols or _divisor_at_most(w, 8)
         if h % bh or w % bw:
             raise ZooError(f"conv_shaped tiles of {bh}x{bw} do not divide the {h}x{w} grid; "
@@ -115,9 +116,7 @@ class ConvShapedAttention(AttentionKernel):
             x = tf.transpose(x, [0, 1, 2, 4, 3, 5, 6])
             return tf.reshape(x, tf.concat([b_h, [nh, nw, bh * bw, dim]], 0))
 
-        scale = 1.0 / math.sqrt(d)
-        scores = tf.matmul(tiles(q, d), windows(k, d), transpose_b=True)
-        scores = scores * tf.cast(scale, q.dtype)
+        scores = tf.matmul(tiles(scale_queries(q), d), windows(k, d), transpose_b=True)
         out = softmax_attention(scores, windows(v, dv), tf.constant(mask))
         if bh > 1:
             out = tf.reshape(out, tf.concat([b_h, [nh, nw, bh, bw, dv]], 0))

@@ -1,11 +1,9 @@
 """Dense causal attention: every token sees every earlier token (the text-free reference)."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import AttentionKernel, check_grid, softmax_attention
+from zoo.attention.base import AttentionKernel, check_grid, scale_queries, softmax_attention
 from zoo.registry import ATTENTION
 
 
@@ -24,13 +22,11 @@ class DenseAttention(AttentionKernel):
         if grid is not None:
             check_grid(grid, n)
         causal = tf.constant(np.tril(np.ones((n, n), dtype=bool)))
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(scale, q.dtype)
+        scores = tf.matmul(scale_queries(q), k, transpose_b=True)
         return softmax_attention(scores, v, causal)
 
     def step(self, q, k_cache, v_cache, t, grid=None):
         n = k_cache.shape[2]
         valid = tf.range(n) <= tf.cast(t, tf.int32)
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = tf.matmul(q, k_cache, transpose_b=True) * tf.cast(scale, q.dtype)
+        scores = tf.matmul(scale_queries(q), k_cache, transpose_b=True)
         return softmax_attention(scores, v_cache, valid[None, None, None, :])

@@ -1,11 +1,10 @@
 """Row attention (DALL-E): a causal sliding window of w + 1 tokens over a w-wide grid."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import AttentionKernel, check_grid, gather_step, softmax_attention
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
+                                softmax_attention)
 from zoo.registry import ATTENTION
 
 
@@ -36,9 +35,8 @@ class RowAttention(AttentionKernel):
             prev = tf.pad(x[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0], [0, 0]])
             return tf.concat([prev, x], axis=3)
 
-        qr, kb, vb = rows(q, d), band(rows(k, d)), band(rows(v, dv))
-        scale = 1.0 / math.sqrt(d)
-        scores = tf.matmul(qr, kb, transpose_b=True) * tf.cast(scale, q.dtype)  # [B,H,h,w,2w]
+        qr, kb, vb = rows(scale_queries(q), d), band(rows(k, d)), band(rows(v, dv))
+        scores = tf.matmul(qr, kb, transpose_b=True)  # [B, H, h, w, 2w]
         r = np.arange(h)[:, None, None]
         c = np.arange(w)[None, :, None]
         m = np.arange(2 * w)[None, None, :]

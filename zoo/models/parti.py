@@ -406,10 +406,11 @@ def parti_20b(**overrides) -> Parti:
 
 @MODELS.register("parti_tiny", builds=Parti)
 def parti_tiny(**overrides) -> Parti:
-    """Tiny Parti for the CPU demo: 8x8 codes, 2 + 4 layers, width 256, dense attention."""
+    """Tiny Parti for the CPU demo: 8x8 codes, 2 + 4 layers, width 256, sparse attention."""
     return _size(dict(image_grid=(8, 8), image_vocab_size=512, width=256, encoder_layers=2,
                       decoder_layers=4, mlp_dim=1024, heads=4, text_vocab_size=1000,
-                      max_text_length=32, decoder_attention="dense"), overrides)
+                      max_text_length=64, decoder_attention=["row", "column", "row",
+                                                             "conv_shaped"]), overrides)
 
 
 @MODELS.register("parti_micro", builds=Parti)

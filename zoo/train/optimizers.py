@@ -9,6 +9,7 @@ Keras's own `Adafactor` has no beta1 and a step-dependent beta2, hence this vari
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
@@ -84,6 +85,8 @@ class Adafactor(keras.optimizers.Optimizer):
         i = self._get_variable_index(variable)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
+        if isinstance(gradient, tf.IndexedSlices):  # embeddings: factored moments need dense
+            gradient = tf.convert_to_tensor(gradient)
         g = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         beta_2 = ops.cast(self.beta_2, dtype)
