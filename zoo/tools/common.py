@@ -106,8 +106,30 @@ def _plain_logging() -> None:
     zoo_log.propagate = False
 
 
+def _print_help(main: Callable) -> None:
+    """The tool's docstring and every zoo flag it takes (absl's --help shows only the flags
+    of `__main__`, which for a console script or `python -m tools.X` wrapper is none)."""
+    module = sys.modules.get(getattr(main, "__module__", ""), None)
+    doc = (getattr(module, "__doc__", None) or "").strip()
+    print(doc + "\n" if doc else "", end="")
+    by_module = FLAGS.flags_by_module_dict()
+    order = [m for m in by_module if m.startswith(("zoo", "tools", "__main__"))]
+    order.sort(key=lambda m: (m != getattr(module, "__name__", ""), m))
+    for name in order:
+        print(f"\nflags from {name}:")
+        for flag in sorted(by_module[name], key=lambda f: f.name):
+            default = "" if flag.default in (None, [], "") else f" (default: {flag.default!r})"
+            help_text = " ".join((flag.help or "").split())
+            print(f"  --{flag.name}: {help_text}{default}")
+    print("\nabsl flags (e.g. --verbosity): --helpfull")
+
+
 def run(main: Callable, argv: Optional[list] = None) -> None:
     """absl's app.run with user errors printed as one line and exit code 1."""
+    args = sys.argv if argv is None else argv
+    if any(a in ("--help", "-h", "--helpshort", "-?") for a in args[1:]):
+        _print_help(main)
+        sys.exit(0)
     quiet_tensorflow()
 
     def wrapped(args):
