@@ -75,3 +75,26 @@ def test_unknown_names():
         count_params("model", "parti_3c")
     with pytest.raises(UnknownNameError, match="unknown component kind"):
         count_params("models", "parti_3b")
+
+
+def _needs_a_path(path):
+    """A stand-in text encoder that cannot be built without a path (like a preset loader)."""
+    raise AssertionError("not reached: calling it without `path` fails first")
+
+
+def test_components_that_need_arguments_are_a_clear_error():
+    from zoo.errors import ZooError
+    from zoo.models.params import param_counts
+    from zoo.registry import TEXT_ENCODERS
+    TEXT_ENCODERS.register("test_needs_path")(_needs_a_path)
+    try:
+        with pytest.raises(ZooError, match="cannot count the parameters of text_encoder "
+                                           "'test_needs_path'"):
+            count_params("text_encoder", "test_needs_path")
+    finally:
+        TEXT_ENCODERS.unregister("test_needs_path")
+    counts = param_counts("model", "parti_micro")
+    # text tokens 64x32 + positions 16x32, unconditional 32, image tokens 17x32, rows and
+    # columns 2 x 4x32, logits 32x16 + 16
+    assert counts["total"] - counts["without_embeddings"] == (
+        64 * 32 + 16 * 32 + 32 + 17 * 32 + 2 * 4 * 32 + 32 * 16 + 16)

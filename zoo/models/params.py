@@ -39,6 +39,13 @@ def count_params(kind: str, name: str, exclude_embeddings: bool = False) -> int:
     return total_params(weight_shapes(kind, name), exclude_embeddings)
 
 
+def param_counts(kind: str, name: str) -> Dict[str, int]:
+    """{'total': ..., 'without_embeddings': ...} from one non-allocating build."""
+    shapes = weight_shapes(kind, name)
+    return {"total": total_params(shapes),
+            "without_embeddings": total_params(shapes, exclude_embeddings=True)}
+
+
 def total_params(shapes: Dict[str, tuple], exclude_embeddings: bool = False) -> int:
     """The number of parameters in {path: shape} (see `count_params`)."""
     return int(sum(int(np.prod(s)) for path, s in shapes.items()
@@ -55,8 +62,15 @@ def weight_shapes(kind: str, name: str) -> Dict[str, tuple]:
     before = list(global_state.get_global_attribute(key, [], set_to_default=True))
     try:
         with keras.StatelessScope(initialize_variables=False):
-            component = reg.create(name)
-            _build(component, f"{kind} {name!r}")
+            try:
+                component = reg.create(name)
+                _build(component, f"{kind} {name!r}")
+            except ZooError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- e.g. a plugin needing a preset path
+                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ZooError(f"cannot count the parameters of {kind} {name!r} without "
+                               f"building it: {detail}") from None
             weights = list(getattr(component, "weights", []))
             shapes = {}
             for i, v in enumerate(weights):

@@ -34,8 +34,17 @@ def main(argv):
                 continue
             extra = ""
             if FLAGS.params and kind in PARAM_KINDS:
-                from zoo.models.params import count_params
-                extra = f"  {_human(count_params(kind, entry.name))} params"
+                from zoo.errors import ZooError
+                from zoo.models.params import param_counts
+                try:
+                    counts = param_counts(kind, entry.name)
+                    extra = f"  {_human(counts['total'])} params"
+                    if counts["without_embeddings"] != counts["total"]:
+                        # Parti's Table 1 counts the transformer layers only.
+                        short = _human(counts["without_embeddings"]).split(" ")[0]
+                        extra += f" ({short} without embeddings)"
+                except ZooError:  # e.g. a component that needs a path to be built
+                    extra = "  ? params (needs arguments to be built)"
             src = f"  [{entry.source}]" if FLAGS.source or entry.source != "zoo" else ""
             rows.append((kind, entry.name, extra, src, entry.summary))
     width = max((len(k) + len(n) for k, n, *_ in rows), default=0) + 3
