@@ -78,6 +78,7 @@ def test_parti_takes_a_pretrained_encoder_from_gin(gin_clean):
                           "parti_tiny.text_encoder = 'pretrained'",
                           "parti_tiny.train_text_encoder = False",
                           "parti_tiny.decoder_layers = 1", "parti_tiny.width = 64",
+                          "parti_tiny.decoder_attention = 'dense'",
                           "parti_tiny.mlp_dim = 64", "parti_tiny.max_text_length = 16"],
                      finalize=False)
     model = MODELS.create("parti_tiny")
