@@ -33,3 +33,7 @@ def _ensure_installed():
 
 
 _ensure_installed()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s (still runs in CI)")

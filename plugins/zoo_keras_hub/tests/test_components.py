@@ -121,3 +121,19 @@ def test_parti_trains_with_the_minilm_encoder_on_shapes(minilm, tmp_path):
                  steps=20, batch_size=8, checkpoint_every=20, summary_every=0,
                  image_summary_every=0, progress=False)
     assert more.step == 20 and more.losses["model"] < initial - 0.3, (initial, more.losses)
+
+
+def test_plugin_gin_file_parses(plugin):
+    from pathlib import Path
+
+    import gin
+
+    from zoo import config
+    here = Path(__file__).resolve().parents[1] / "gin" / "parti_minilm.gin"
+    try:
+        config.parse(["runs/parti_demo.gin", str(here)], ["TOKENIZER_DIR = '/tmp/x'"],
+                     finalize=False)
+        assert gin.query_parameter("%SPM_MODEL") == "keras_hub_minilm_l6_v2"  # the tokenizer
+        assert config.query("parti_tiny.text_encoder") == "keras_hub_minilm_l6_v2"
+    finally:
+        gin.clear_config()
