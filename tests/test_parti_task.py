@@ -164,3 +164,22 @@ def test_zoo_sample_writes_pngs_and_a_gallery(trained, tmp_path):
     bad = _run_tool(f"--model_dir={trained[0]}", "--prompt=", f"--output_dir={out}")
     assert bad.returncode == 1
     assert "empty prompt" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_trains_from_code_records(spm_model, tmp_path):
+    from zoo.registry import IMAGE_TOKENIZERS
+    from zoo.tools.encode import encode_dataset
+    tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")
+    encode_dataset(tokenizer, str(tmp_path / "codes"), num_examples=40, batch_size=20,
+                   progress=False)
+    task = make_task(spm_model, code_records=str(tmp_path / "codes"))
+    task.build()
+    batches = list(task.dataset(8, seed=1).take(3))
+    assert batches[0]["image_codes"].shape == (8, 4, 4)
+    assert batches[0]["text_tokens"].shape == (8, 16)  # this run's tokenizer and length
+    again = next(iter(task.dataset(8, seed=1, start_step=2)))
+    np.testing.assert_array_equal(again["image_codes"], batches[2]["image_codes"])
+    losses, metrics = task.losses(batches[0])
+    assert np.isfinite(float(losses["model"])) and "accuracy" in metrics
+    with pytest.raises(ZooError, match="grids of"):
+        make_task(spm_model, code_records=str(tmp_path / "codes"), image_tokenizer="vit_vqgan_tiny")

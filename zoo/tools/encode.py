@@ -190,7 +190,7 @@ def read_encoded(path, split="train", batch_size=16, seed=0, start_step=0, shuff
         epoch, i = p // n, p % n
         if shuffle:
             i = tf.random.experimental.index_shuffle(
-                i, seed=tf.stack([tf.cast(seed, tf.int64), epoch, tf.constant(0, tf.int64)]),
+                i, seed=tf.stack([tf.cast(seed, tf.int64), epoch]),  # [2]: TF pads it to 3
                 max_index=n - 1)
         return {k: tf.gather(v, i) for k, v in tensors.items()}
 

@@ -9,7 +9,8 @@
 Data: a registered image-caption dataset through the shared pipeline; the frozen image
 tokenizer (loaded from its run directory) turns each batch's images into the target codes
 inside the input pipeline, and the SentencePiece model tokenizes the captions in-graph. Or,
-with `code_records`, precomputed codes written once by `zoo-encode` (no tokenizer per step).
+with `code_records`, precomputed codes written once by `zoo-encode` (no image tokenizer per
+step; the captions are tokenized again with this run's text tokenizer).
 
 Loss: cross-entropy over the image codes (teacher forcing, raster order). A share
 `condition_drop_rate` of the examples (default 0.1; the paper does not give its rate) is
@@ -127,8 +128,9 @@ class PartiTask(Task):
         image_tokenizer: registered image tokenizer used untrained when no directory is given
             (tests only: its codes carry little meaning).
         image_tokenizer_options: options of that untrained tokenizer.
-        code_records: glob of TFRecords written by `zoo-encode` (codes + captions); used
-            instead of encoding images every step.
+        code_records: a directory written by `zoo-encode` (codes + captions of `split`);
+            used instead of encoding images every step (give the tokenizer run it was
+            encoded with as image_tokenizer_dir: it decodes the samples).
         text_tokenizer: path of the SentencePiece `.model` (required), or the name of a
             registered text tokenizer that needs no other argument than max_length (e.g. the
             keras_hub plugin's 'keras_hub_minilm_l6_v2', with its encoder as text_encoder).
@@ -175,7 +177,16 @@ class PartiTask(Task):
         self.image_grid = tuple(int(g) for g in probe.grid_size)
         self.codebook_size = int(probe.codebook_size)
 
-        self.code_records = code_records
+        self.code_records = os.path.abspath(code_records) if code_records else None
+        if self.code_records:
+            from zoo.tools.encode import read_info
+            info = read_info(self.code_records, split)
+            if (tuple(info["grid_size"]) != self.image_grid
+                    or int(info["codebook_size"]) != self.codebook_size):
+                raise ZooError(f"code records {self.code_records} hold {info['grid_size']} "
+                               f"grids of {info['codebook_size']} codes, but the image "
+                               f"tokenizer makes {list(self.image_grid)} grids of "
+                               f"{self.codebook_size}; encode with the same tokenizer run")
         self.text_tokenizer_path = (text_tokenizer if _registered_text_tokenizer(text_tokenizer)
                                     else os.path.abspath(os.fspath(text_tokenizer)))
         self.model_name = model
@@ -287,16 +298,20 @@ class PartiTask(Task):
         return ds.map(encode)
 
     def _code_dataset(self, batch_size, seed, start_step):
-        try:
-            from zoo.data.codes import code_dataset
-        except ImportError as e:
-            raise ZooError(f"reading code records needs zoo.data.codes ({e}); leave "
-                           f"parti.code_records unset to encode images on the fly") from None
-        ds = code_dataset(self.code_records, batch_size=batch_size, seed=seed,
-                          start_step=start_step, tokenizer=self.text_tokenizer)
-        return ds.map(lambda b: {"text_tokens": b["text_tokens"], "text_mask": b["text_mask"],
-                                 "image_codes": tf.cast(b["image_codes"], tf.int32),
-                                 "caption": b["caption"]})
+        from zoo.tools.encode import read_encoded
+        ds = read_encoded(self.code_records, self.split, batch_size=batch_size, seed=seed,
+                          start_step=start_step)
+        tokenizer = self.text_tokenizer
+
+        def tokens(batch):
+            # Captions are tokenized again with this run's tokenizer and length, so records
+            # written with other text settings (or none) still fit.
+            text = tokenizer(batch["caption"])
+            return {"text_tokens": text["ids"], "text_mask": text["mask"],
+                    "image_codes": tf.cast(batch["image_codes"], tf.int32),
+                    "caption": batch["caption"]}
+
+        return ds.map(tokens)
 
     # -- the step ----------------------------------------------------------------------------
 
