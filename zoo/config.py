@@ -34,7 +34,7 @@ def resolve_gin_file(path: str) -> str:
     for c in candidates:
         if c.is_file():
             return str(c)
-    where = ", ".join(str(p) for p in [Path.cwd()] + search_paths())
+    where = ", ".join(dict.fromkeys(str(p) for p in [Path.cwd()] + search_paths()))
     raise ZooError(f"gin file {path!r} not found; looked in {where} "
                    f"(list them with: ls {GIN_DIR})")
 
@@ -59,12 +59,12 @@ def parse(gin_files: Sequence[str] = (), bindings: Iterable[str] = (), *,
 
     Components (built-ins and plugins) must be registered before this is called.
     """
+    files = [resolve_gin_file(f) for f in gin_files]  # a missing file fails fast, before TF
     from zoo import plugins
     plugins.ensure_loaded()
     _register_search_paths()
     if clear:
         gin.clear_config()
-    files = [resolve_gin_file(f) for f in gin_files]
     for f in files:
         try:
             with _quiet_include_search():

@@ -79,12 +79,20 @@ def setup(argv=None, *, parse_gin: bool = True, finalize: bool = True) -> None:
     if argv is not None and len(argv) > 1 and not getattr(setup, "allow_args", False):
         raise ZooError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
     from zoo import config, plugins
+    for f in FLAGS.gin_file:  # a missing gin file fails at once, before TensorFlow loads
+        config.resolve_gin_file(f)
+    quiet_tensorflow()
     plugins.ensure_loaded()  # a failing plugin is reported by name through the zoo logger
     if parse_gin:
         config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=finalize)
 
 
+_TOOL = {"name": None}
+
+
 def tool_name() -> str:
+    if _TOOL["name"]:
+        return _TOOL["name"]
     base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "zoo"
     if base in ("__main__.py", "-c", "") or base.endswith(".py"):
         return "zoo"
@@ -127,10 +135,13 @@ def _print_help(main: Callable) -> None:
 def run(main: Callable, argv: Optional[list] = None) -> None:
     """absl's app.run with user errors printed as one line and exit code 1."""
     args = sys.argv if argv is None else argv
+    module = getattr(main, "__module__", "") or ""
+    if module.startswith("zoo.tools."):
+        _TOOL["name"] = "zoo-" + module.rsplit(".", 1)[1].replace("_", "-")
     if any(a in ("--help", "-h", "--helpshort", "-?") for a in args[1:]):
         _print_help(main)
         sys.exit(0)
-    quiet_tensorflow()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF itself loads in setup()
 
     def wrapped(args):
         _plain_logging()
