@@ -107,8 +107,8 @@ def evaluate(model_dir, split, num):
     from zoo.train.tokenizer_task import evaluate_reconstruction, load_tokenizer
     tok = load_tokenizer(model_dir)
     ds = make_dataset(dataset="synthetic_shapes", split=split, image_size=tok.image_size,
-                      batch_size=num, repeat=False, shuffle=False)
-    images = np.asarray(next(iter(ds))["image"])
+                      batch_size=256, repeat=False, shuffle=False, drop_remainder=False)
+    images = np.concatenate([np.asarray(b["image"]) for b in ds.take(-(-num // 256))])[:num]
     stats = evaluate_reconstruction(tok, images)
     print(f"tokenizer {model_dir} (step {tok_step(model_dir)}): {len(images)} held-out "
           f"synthetic_shapes/{split} images at {tok.image_size}x{tok.image_size}: PSNR "
@@ -131,21 +131,21 @@ def main(argv):
     if FLAGS.eval_dir:
         evaluate(FLAGS.eval_dir, FLAGS.eval_split, FLAGS.num_eval)
         return
-    load = os.getloadavg()[0]
-    peak = matmul_peak()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start (shared "
-          f"machine); fp32 matmul peak {peak:.1f} GFLOP/s (2048^3, best of 10)")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start "
+          f"(shared machine); batch {FLAGS.batch}, {FLAGS.image_size}x{FLAGS.image_size}, best "
+          f"of {FLAGS.repeats} timed calls; %peak is against the fp32 matmul peak measured "
+          f"just before each size (2048^3, best of 10)")
     print(f"{'size':<24}{'params':>9}{'encode img/s':>14}{'decode img/s':>14}"
-          f"{'enc GFLOP/s':>13}{'dec GFLOP/s':>13}{'enc %peak':>11}{'dec %peak':>11}")
+          f"{'enc GFLOP/s':>13}{'dec GFLOP/s':>13}{'peak GFLOP/s':>14}{'enc %peak':>11}"
+          f"{'dec %peak':>11}")
     for name in FLAGS.sizes:
+        peak = matmul_peak()
         r = time_size(name, FLAGS.image_size, FLAGS.batch, FLAGS.repeats)
         print(f"{name:<24}{r['params_M']:>8.1f}M{r['encode_img_s']:>14.3f}"
               f"{r['decode_img_s']:>14.3f}{r['encode_gflops']:>13.1f}{r['decode_gflops']:>13.1f}"
-              f"{100 * r['encode_gflops'] / peak:>10.0f}%{100 * r['decode_gflops'] / peak:>10.0f}%",
-              flush=True)
-    peak2 = matmul_peak()
-    print(f"matmul peak at the end: {peak2:.1f} GFLOP/s; load average "
-          f"{os.getloadavg()[0]:.1f}")
+              f"{peak:>14.1f}{100 * r['encode_gflops'] / peak:>10.0f}%"
+              f"{100 * r['decode_gflops'] / peak:>10.0f}%", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

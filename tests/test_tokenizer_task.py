@@ -89,6 +89,7 @@ def test_load_tokenizer_restores_trained_weights(trained):
     assert 0 < stats["codebook_usage"] <= 1 and stats["psnr"] > 5
 
 
+@pytest.mark.slow
 def test_decoder_finetune_keeps_encoder_and_improves(trained, tmp_path):
     d, result, _, _, held = trained
     task = standin(ViTVQGANTask(
@@ -119,6 +120,7 @@ def test_init_from_rejects_other_encoder(trained):
         ViTVQGANTask(init_from=str(d / "nope"))
 
 
+@pytest.mark.slow
 def test_superres_on_tokenizer_reconstructions_improves(trained, tmp_path):
     d = trained[0]
     task = standin(SuperResTask(upsampler="wdsr_tiny", image_size=32, tokenizer_dir=str(d),
