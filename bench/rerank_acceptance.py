@@ -24,6 +24,7 @@ flags.DEFINE_integer("samples", 16, "Samples per prompt (Parti: 16).")
 flags.DEFINE_string("split", "validation", "synthetic_shapes split the prompts come from.")
 flags.DEFINE_float("guidance_scale", 1.2, "Classifier-free guidance scale.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("parti_step", None, "Parti checkpoint step (default: the newest).")
 flags.DEFINE_integer("batch_prompts", 8, "Prompts sampled at once.")
 flags.mark_flags_as_required(["parti_dir", "scorer_dir"])
 FLAGS = flags.FLAGS
@@ -41,10 +42,11 @@ def main(argv):
 
     t0 = time.time()
     scorer = SCORERS.create("contrastive_scorer", model_dir=FLAGS.scorer_dir)
-    pipe = TextToImage.from_model_dir(FLAGS.parti_dir, guidance_scale=FLAGS.guidance_scale)
+    pipe = TextToImage.from_model_dir(FLAGS.parti_dir, step=FLAGS.parti_step,
+                                      guidance_scale=FLAGS.guidance_scale)
     task = pipe.task
     dataset = DATASETS.create(getattr(task, "dataset_name", "synthetic_shapes"),
-                              **getattr(task, "dataset_config", {}))
+                              **(getattr(task, "dataset_options", None) or {}))
     prompts = [dataset.example(i, FLAGS.split)["caption"] for i in range(FLAGS.prompts)]
     accepted_all, accepted_top, accepted_worst = [], [], []
     for start in range(0, len(prompts), FLAGS.batch_prompts):
@@ -61,7 +63,8 @@ def main(argv):
           f"(guidance {FLAGS.guidance_scale}); checker acceptance unreranked "
           f"{np.mean(accepted_all):.3f}, reranked top-1 {np.mean(accepted_top):.3f} "
           f"(scorer's last pick {np.mean(accepted_worst):.3f}); {time.time() - t0:.0f} s; "
-          f"parti {FLAGS.parti_dir}, scorer {FLAGS.scorer_dir}")
+          f"parti {FLAGS.parti_dir} (step {getattr(task, 'restored_step', '?')}), scorer "
+          f"{FLAGS.scorer_dir}")
 
 
 if __name__ == "__main__":
