@@ -445,7 +445,7 @@ class MeshDistribution(Distribution):
         @contextlib.contextmanager
         def both():
             with tf.variable_creator_scope(self._creator), dtensor.default_mesh(self.mesh), \
-                    explicit_newaxis_slicing():
+                    dtensor_compat():
                 yield
             self.planner.raise_errors()
         return both()
@@ -475,7 +475,7 @@ class MeshDistribution(Distribution):
 
     def run(self, fn, *args, **kwargs):
         from tensorflow.experimental import dtensor
-        with dtensor.default_mesh(self.mesh), explicit_newaxis_slicing():
+        with dtensor.default_mesh(self.mesh), dtensor_compat():
             return fn(*args, **kwargs)
 
     def reduce_gradients(self, grads, variables):
@@ -523,35 +523,57 @@ class MeshDistribution(Distribution):
 
 # -- a DTensor slicing bug ----------------------------------------------------------------------
 
-_SLICING_DEPTH = 0
-_ORIGINAL_SLICING = None
+_COMPAT_DEPTH = 0
+_ORIGINALS = None
 
 
 @contextlib.contextmanager
-def explicit_newaxis_slicing():
-    """Within: `x[None]`, `x[:, None]`, ... become a slice without new axes + `tf.expand_dims`.
+def dtensor_compat():
+    """Within: model code traces into ops DTensor (TF 2.21) can lay out. Re-entrant.
 
-    TF 2.21's DTensor layout pass reads garbage sharding specs for a StridedSlice with a new
-    axis whose spec does not name every dimension (`x[None]` on a rank-2 tensor in a
-    tf.function: "ComputeLayoutForward error: sharding spec (<bytes>", UTF-8 decode errors or
-    a segmentation fault); `x[None, :, :]` and `tf.expand_dims` work. Model code uses the
-    short forms everywhere, so mesh runs rewrite them while tracing.
+    - `x[None]`, `x[:, None]`, ... become a slice without new axes + `tf.expand_dims`: DTensor's
+      layout pass reads garbage sharding specs for a StridedSlice with a new axis whose spec
+      does not name every dimension ("ComputeLayoutForward error: sharding spec (<bytes>",
+      UTF-8 decode errors or a segmentation fault); `x[None, :, :]` and expand_dims work.
+    - `keras.ops.slice_update` (KV caches) becomes pad + select: DTensor has no layout
+      propagation for XlaDynamicUpdateSlice.
+    Both give identical values; model code keeps its ordinary forms.
     """
-    global _SLICING_DEPTH, _ORIGINAL_SLICING
+    global _COMPAT_DEPTH, _ORIGINALS
+    from keras.src.backend.tensorflow import core as keras_tf_core
     from tensorflow.python.framework import tensor as tensor_lib
     from tensorflow.python.ops import tensor_getitem_override as getitem_lib
-    if _SLICING_DEPTH == 0:
-        _ORIGINAL_SLICING = (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper)
-        fixed = _newaxis_free_getitem(_ORIGINAL_SLICING[1])
+    if _COMPAT_DEPTH == 0:
+        _ORIGINALS = (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper,
+                      keras_tf_core.slice_update)
+        fixed = _newaxis_free_getitem(_ORIGINALS[1])
         tensor_lib.Tensor.__getitem__ = fixed
         getitem_lib._slice_helper = fixed
-    _SLICING_DEPTH += 1
+        keras_tf_core.slice_update = _slice_update_by_select
+    _COMPAT_DEPTH += 1
     try:
         yield
     finally:
-        _SLICING_DEPTH -= 1
-        if _SLICING_DEPTH == 0:
-            tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper = _ORIGINAL_SLICING
+        _COMPAT_DEPTH -= 1
+        if _COMPAT_DEPTH == 0:
+            (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper,
+             keras_tf_core.slice_update) = _ORIGINALS
+
+
+def _slice_update_by_select(inputs, start_indices, updates):
+    """`inputs` with `updates` written at `start_indices`, by padding and tf.where."""
+    import tensorflow as tf
+    inputs = tf.convert_to_tensor(inputs)
+    updates = tf.cast(tf.convert_to_tensor(updates), inputs.dtype)
+    start = tf.cast(tf.stack([tf.cast(i, tf.int32) for i in start_indices])
+                    if isinstance(start_indices, (list, tuple)) else start_indices, tf.int32)
+    paddings = tf.stack([start, tf.shape(inputs) - start - tf.shape(updates)], axis=1)
+    written = tf.pad(tf.ones_like(updates, dtype=tf.bool), paddings)
+    padded = tf.pad(updates, paddings)
+    # Dynamic paddings lose the static shape, which DTensor needs to lay the result out.
+    written.set_shape(inputs.shape)
+    padded.set_shape(inputs.shape)
+    return tf.where(written, padded, inputs)
 
 
 def _newaxis_free_getitem(original):

@@ -48,13 +48,26 @@ class StrategyDistribution(Distribution):
         return self._strategy.scope()
 
     def distribute_dataset(self, dataset):
+        """Global batches -> per-replica slices: replica r (global id) gets rows
+        [r * B/n, (r + 1) * B/n) of every batch, on every worker, whatever the dataset's
+        structure (no reliance on tf.data's auto-sharding or rebatching rewrites)."""
         import tensorflow as tf
-        options = tf.data.Options()
-        # Every worker builds the same global batches (a pure function of seed and step);
-        # each keeps its replicas' slices of every batch.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-        return self._strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+        def dataset_fn(ctx):
+            n = ctx.num_replicas_in_sync
+            local = n // ctx.num_input_pipelines
+            first = ctx.input_pipeline_id * local
+
+            def parts(batch):
+                def part(k):
+                    return tf.nest.map_structure(lambda x: _replica_slice(x, first + k, n),
+                                                 batch)
+                return tf.data.Dataset.range(local).map(part)
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.OFF)
+            return dataset.flat_map(parts).with_options(options)
+        return self._strategy.distribute_datasets_from_function(dataset_fn)
 
     def distribute_values(self, batch):
         import tensorflow as tf
@@ -126,6 +139,14 @@ class StrategyDistribution(Distribution):
         if isinstance(value, tf.distribute.DistributedValues):
             value = self._strategy.experimental_local_results(value)[0]
         return tf.convert_to_tensor(value)
+
+
+def _replica_slice(x, replica, n):
+    import tensorflow as tf
+    if x.shape.rank == 0:
+        return x
+    size = tf.shape(x, out_type=tf.int64)[0] // n
+    return x[replica * size:(replica + 1) * size]
 
 
 def _already_reduced(grads_and_vars):
