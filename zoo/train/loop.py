@@ -19,7 +19,6 @@ start_step=s)`, so a resumed run sees the same batches as an uninterrupted one; 
 optimizer state and the task's trackables are in the checkpoint.
 """
 
-import contextlib
 import dataclasses
 import importlib
 import logging
@@ -119,48 +118,8 @@ def _make_task(task) -> Task:
 
 
 def _default_distribution():
-    try:
-        from zoo.distribute.base import Distribution
-        return Distribution()
-    except ImportError:  # pragma: no cover - zoo.distribute is part of zoo
-        return _SingleDevice()
-
-
-class _SingleDevice:
-    """Fallback of zoo.distribute.base.Distribution (same methods, one device)."""
-
-    name = "default"
-    num_replicas = 1
-
-    def describe(self):
-        return "single device"
-
-    def scope(self):
-        return contextlib.nullcontext()
-
-    def check_batch_size(self, global_batch):
-        pass
-
-    def distribute_dataset(self, ds):
-        return ds
-
-    def run(self, fn, *args, **kwargs):
-        return fn(*args, **kwargs)
-
-    def scale_loss(self, loss):
-        return loss
-
-    def reduce_gradients(self, grads, variables):
-        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                for g in grads]
-
-    def apply_gradients(self, optimizer, grads, variables):
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        if pairs:
-            optimizer.apply_gradients(pairs)
-
-    def reduce_mean(self, value):
-        return value
+    from zoo.distribute.base import Distribution
+    return Distribution()
 
 
 # -- the loop ----------------------------------------------------------------------------------
