@@ -7,9 +7,10 @@ Inputs are one example's attention at Parti-350M width (16 heads of 64) unless c
 q, k, v [batch, 16, h*w, 64] float32. "dense masked" is the reference the kernels are tested
 against (every query scored against every key, then the conv_shaped mask applied); the
 sparse kernels compute only the keys each query may see. Every function is a tf.function
-(graph mode, no XLA); time is the best of --repeats runs; peak memory is TF's CPU allocator
-peak during one run minus what was allocated before (inputs excluded). Ratios are measured in
-the same run, so they hold on a busy machine better than the absolute times.
+(graph mode, no XLA); times are the best of --repeats runs, as wall time and as the process's
+CPU time (all threads; on a machine shared with other jobs the CPU time is the steadier
+measure of the work done); peak memory is TF's CPU allocator peak during one run minus what was
+allocated before (inputs excluded). Ratios are measured in the same run.
 """
 
 import argparse
@@ -24,20 +25,22 @@ import tensorflow as tf  # noqa: E402
 
 
 def measure(fn, args, repeats):
+    """(best wall seconds, best process CPU seconds, peak MB) of `fn(*args)`."""
     fn(*args)  # trace
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn(*args)
         tf.nest.map_structure(lambda t: t.numpy(), out)
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
     tf.config.experimental.reset_memory_stats("CPU:0")
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     out = fn(*args)
     tf.nest.map_structure(lambda t: t.numpy(), out)
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
     del out
-    return best, peak / 2**20
+    return best, best_cpu, peak / 2**20
 
 
 def main():
@@ -89,14 +92,16 @@ def main():
                 fn = tf.function(step)
             else:
                 fn = tf.function(f)
-            seconds, peak = measure(fn, (q, k, v), args.repeats)
-            results.append((name, seconds, peak))
-        ref_t, ref_m = results[0][1], results[0][2]
-        print(f"grid {g}x{g} ({n} tokens):")
-        for name, seconds, peak in results:
-            print(f"  {name:28s} {seconds * 1e3:9.1f} ms  {peak:8.1f} MB  "
-                  f"{ref_t / seconds:6.1f}x faster  {ref_m / max(peak, 1e-9):6.1f}x less memory",
-                  flush=True)
+            seconds, cpu, peak = measure(fn, (q, k, v), args.repeats)
+            results.append((name, seconds, cpu, peak))
+        ref_t, ref_c, ref_m = results[0][1:]
+        print(f"grid {g}x{g} ({n} tokens; load average {os.getloadavg()[0]:.1f}):")
+        print(f"  {'kernel':28s} {'wall ms':>9s} {'cpu ms':>9s} {'peak MB':>8s}  "
+              f"{'faster (wall, cpu)':>18s}  {'less memory':>11s}")
+        for name, seconds, cpu, peak in results:
+            print(f"  {name:28s} {seconds * 1e3:9.1f} {cpu * 1e3:9.1f} {peak:8.1f}  "
+                  f"{ref_t / seconds:8.1f}x {ref_c / cpu:7.1f}x  "
+                  f"{ref_m / max(peak, 1e-9):10.1f}x", flush=True)
 
 
 if __name__ == "__main__":

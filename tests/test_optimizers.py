@@ -36,10 +36,15 @@ def test_minimises_a_quadratic():
     target = rng.normal(size=(8, 5)).astype(np.float32)
     w = keras.Variable(np.zeros((8, 5), np.float32))
     opt = Adafactor(learning_rate=0.05, weight_decay=0.0)
-    for _ in range(300):
+
+    @tf.function
+    def step():
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((w - target) ** 2)
         opt.apply_gradients([(tape.gradient(loss, w), w)])
+
+    for _ in range(300):
+        step()
     assert float(tf.reduce_mean((w - target) ** 2)) < 0.01 * float(np.mean(target ** 2))
 
 

@@ -68,15 +68,24 @@ def scale_queries(q):
     return q * tf.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)
 
 
-def softmax_attention(scores, v, valid=None):
-    """softmax(scores) v with scores [..., q, k] already scaled; `valid` masks keys.
+def mask_bias(mask) -> tf.Tensor:
+    """A static boolean mask as an additive float32 bias: 0 where seen, MASK_VALUE elsewhere
+    (one broadcast add instead of a select over the scores)."""
+    return tf.constant(np.where(np.asarray(mask, bool), 0.0, MASK_VALUE).astype(np.float32))
 
-    The softmax runs in float32 whatever the compute dtype (mixed precision keeps it stable);
-    the weighted sum runs in v's dtype.
+
+def softmax_attention(scores, v, valid=None, bias=None):
+    """softmax(scores) v with scores [..., q, k] already scaled.
+
+    Keys are masked by `valid` (bool, broadcast against the scores) or by an additive `bias`
+    from `mask_bias`. The softmax runs in float32 whatever the compute dtype (mixed precision
+    keeps it stable); the weighted sum runs in v's dtype.
     """
     scores = tf.cast(scores, tf.float32)
     if valid is not None:
         scores = tf.where(valid, scores, MASK_VALUE)
+    if bias is not None:
+        scores = scores + bias
     # Softmax over a 2-D view: oneDNN's CPU softmax refuses rank > 5 (tiled kernels are 6-D).
     probs = tf.reshape(tf.nn.softmax(tf.reshape(scores, [-1, tf.shape(scores)[-1]])),
                        tf.shape(scores))
@@ -86,6 +95,8 @@ def softmax_attention(scores, v, valid=None):
 def dense_masked_attention(q, k, v, mask):
     """Reference attention: every query scored against every key, then `mask` [N, N] applied."""
     scores = tf.matmul(scale_queries(q), k, transpose_b=True)
+    if isinstance(mask, np.ndarray):
+        return softmax_attention(scores, v, bias=mask_bias(mask))
     return softmax_attention(scores, v, tf.convert_to_tensor(mask))
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
-                                softmax_attention)
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+                                scale_queries, softmax_attention)
 from zoo.registry import ATTENTION
 
 
@@ -32,8 +32,8 @@ class ColumnAttention(AttentionKernel):
 
         scores = tf.matmul(columns(scale_queries(q), d), columns(k, d),
                            transpose_b=True)  # [B, H, w, h, h]
-        causal = tf.constant(np.tril(np.ones((h, h), dtype=bool)))
-        out = softmax_attention(scores, columns(v, dv), causal)  # [B, H, w, h, dv]
+        causal = mask_bias(np.tril(np.ones((h, h), dtype=bool)))
+        out = softmax_attention(scores, columns(v, dv), bias=causal)  # [B, H, w, h, dv]
         out = tf.transpose(out, [0, 1, 3, 2, 4])
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
 

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
-                                softmax_attention)
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+                                scale_queries, softmax_attention)
 from zoo.errors import ZooError
 from zoo.registry import ATTENTION
 
@@ -117,7 +117,7 @@ class ConvShapedAttention(AttentionKernel):
             return tf.reshape(x, tf.concat([b_h, [nh, nw, bh * bw, dim]], 0))
 
         scores = tf.matmul(tiles(scale_queries(q), d), windows(k, d), transpose_b=True)
-        out = softmax_attention(scores, windows(v, dv), tf.constant(mask))
+        out = softmax_attention(scores, windows(v, dv), bias=mask_bias(mask))
         if bh > 1:
             out = tf.reshape(out, tf.concat([b_h, [nh, nw, bh, bw, dv]], 0))
             out = tf.transpose(out, [0, 1, 2, 4, 3, 5, 6])

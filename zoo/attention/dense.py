@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import AttentionKernel, check_grid, scale_queries, softmax_attention
+from zoo.attention.base import (AttentionKernel, check_grid, mask_bias, scale_queries,
+                                softmax_attention)
 from zoo.registry import ATTENTION
 
 
@@ -21,9 +22,9 @@ class DenseAttention(AttentionKernel):
         n = q.shape[2]
         if grid is not None:
             check_grid(grid, n)
-        causal = tf.constant(np.tril(np.ones((n, n), dtype=bool)))
+        causal = mask_bias(np.tril(np.ones((n, n), dtype=bool)))
         scores = tf.matmul(scale_queries(q), k, transpose_b=True)
-        return softmax_attention(scores, v, causal)
+        return softmax_attention(scores, v, bias=causal)
 
     def step(self, q, k_cache, v_cache, t, grid=None):
         n = k_cache.shape[2]

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, scale_queries,
-                                softmax_attention)
+from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+                                scale_queries, softmax_attention)
 from zoo.registry import ATTENTION
 
 
@@ -42,7 +42,7 @@ class RowAttention(AttentionKernel):
         m = np.arange(2 * w)[None, None, :]
         key_row = r - 1 + m // w
         mask = self.block_mask(r, c, key_row, m % w, (h, w))
-        out = softmax_attention(scores, vb, tf.constant(mask))
+        out = softmax_attention(scores, vb, bias=mask_bias(mask))
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
 
     def step(self, q, k_cache, v_cache, t, grid):
