@@ -117,3 +117,17 @@ def test_kinds_and_top_level_api():
     assert set(zoo.list("attention")) >= set()  # built-ins loaded without error
     with pytest.raises(UnknownNameError, match="unknown attention"):
         zoo.create("attention", "no_such_kernel")
+
+
+def test_errors_raised_inside_a_component_stay_one_line(reg):
+    class Picky:
+        """Rejects everything."""
+
+        def __init__(self, size=1):
+            raise ZooError(f"picky.size must be 0, got {size}")
+
+    reg.register("picky")(Picky)
+    with pytest.raises(ZooError) as e:
+        reg.create("picky", size=3)
+    assert str(e.value) == "picky.size must be 0, got 3"
+    assert type(e.value) is ZooError

@@ -158,7 +158,15 @@ class Registry:
                 raise UnknownNameError(
                     f"{self.kind} {name!r} got unknown argument {unknown[0]!r}; "
                     f"{suggest(unknown[0], entry.params, what='argument')}")
-        return entry.factory(**overrides)
+        try:
+            return entry.factory(**overrides)
+        except ZooError as e:
+            # gin appends "In call to configurable ..." lines; user errors stay one line.
+            text = str(e).split("\n  In call to configurable")[0].strip()
+            if text == str(e):
+                raise
+            cls = UnknownNameError if isinstance(e, UnknownNameError) else ZooError
+            raise cls(text).with_traceback(e.__traceback__) from None
 
     def list(self, pattern: str = "*") -> List[str]:
         """Sorted names matching a shell-style pattern."""
