@@ -38,6 +38,8 @@ def test_parti_sizes():
 def test_upsampler_errors():
     with pytest.raises(ZooError, match="power of two"):
         WDSR(scale=3, blocks=1, channels=4)
+    with pytest.raises(ZooError, match="channels must be a positive integer, got 0"):
+        WDSR(scale=2, blocks=1, channels=0)
     with pytest.raises(ZooError, match=r"\[batch, height, width, 3\], got shape \(1, 8, 8, 4\)"):
         wdsr_tiny()(np.zeros((1, 8, 8, 4), np.float32))
 
