@@ -55,8 +55,13 @@ class TinyPartiTask(Task):
         if self.optimizer_name == "adam":
             self.optimizer = keras.optimizers.Adam(self.learning_rate)
         else:
+            # epsilon_1: attention key biases get a gradient that is zero up to rounding
+            # (softmax ignores a per-query constant); with Parti's 1e-30, Adafactor turns that
+            # rounding noise into full-size steps, which differ with any change of summation
+            # order (sharded or not). 1e-10 keeps the comparison about sharding.
             self.optimizer = OPTIMIZERS.create(self.optimizer_name,
-                                               learning_rate=self.learning_rate)
+                                               learning_rate=self.learning_rate,
+                                               epsilon_1=1e-10)
         self.optimizer.build(self.model.trainable_variables)
 
     def dataset(self, batch_size, seed, start_step=0):

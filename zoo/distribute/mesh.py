@@ -5,10 +5,10 @@ list of (regex, spec) pairs from weight paths to sharding specs, one entry per w
 (a mesh axis name or None). The first rule whose regex `re.search`es the weight's Keras path
 (`decoder/layer_3/mlp/wi/kernel`) wins; unmatched weights are replicated. Rules live in gin:
 
-    # gin/mesh/parti_3b_model4.gin
+    # gin/mesh/parti_3b_model4.gin (+ mesh/parti_megatron_rules.gin)
     mesh_layout.mesh = 'batch:128,model:4'
     mesh_layout.rules = [
-        ('attention[/_](query|key|value)[/_]kernel', (None, 'model', None)),
+        ('attention[/_](query|key|value)[/_]kernel', (None, 'model')),
         ('mlp[/_]wi[/_]kernel', (None, 'model')),
         ...
     ]
@@ -24,6 +24,9 @@ names alone are not enough: Keras's Adafactor names its factored moments just 'k
 The other checked pitfalls are handled by `MeshDistribution.reduce_gradients` (IndexedSlices
 made dense, gradients relaid to their weights' layouts, recorded at creation because
 `fetch_layout` fails inside tf.function); the loop keeps backward and apply in two tf.functions.
+Two more found here (TF 2.21): variables read back after an assign in the same tf.function
+(see `_laid_out_variable_class`), and slices/KV-cache updates DTensor cannot lay out (see
+`dtensor_compat`, active inside `scope()` and `run()`).
 """
 
 import contextlib
@@ -609,14 +612,15 @@ _LAID_OUT = None
 
 
 def _laid_out_variable_class():
-    """A DVariable that relays every assigned value to its own layout first.
+    """A DVariable that keeps its layout on assignment and forwards in-function writes.
 
-    Checked with TF 2.21 on batch:2,model:4: inside one tf.function, assigning a value whose
-    layout differs from the variable's (Adafactor's row/column moments are means over a
-    sharded dimension) and reading the variable back later in the same function gave wrong
-    values once two such variables of different layouts were updated there (Keras's
-    Adafactor: NaN velocities); relaying the value to the variable's layout before the assign
-    fixes it. It also covers optimizers that assign differently laid out values to slots.
+    Checked with TF 2.21 on batch:2,model:4: inside one tf.function, reading a variable back
+    after assigning it gave wrong values once two weights of different layouts were updated
+    in that function (Keras's Adafactor updates its row/column moments, then reads them for
+    the velocity: NaN). So every assigned value is first relaid to the variable's layout, and
+    later reads in the same function graph return the value written (what sequential
+    semantics promise) instead of a resource read. Eager reads and other functions read the
+    variable as usual. tests/test_distribute_mesh.py fails without this.
     """
     global _LAID_OUT
     if _LAID_OUT is not None:

@@ -43,6 +43,8 @@ def _distribution_from_flags():
 
 
 def main(argv):
+    if distribute_flags is not None:
+        distribute_flags.set_virtual_devices_from_flags()  # before anything runs a TF op
     common.setup(argv)
     from zoo.errors import ZooError
     from zoo.train.loop import train
