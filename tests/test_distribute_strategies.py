@@ -77,6 +77,8 @@ def _free_ports(n):
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
+    import tensorflow as tf
+    tf.config.optimizer.set_experimental_options({{"disable_meta_optimizer": True}})  # compiles faster
     sys.path.insert(0, {tests!r})
     from distribute_helpers import TinyPartiTask, host_values
     from zoo import distribute
