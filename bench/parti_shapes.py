@@ -2,8 +2,9 @@
 
     python bench/parti_shapes.py --model_dir=runs/demo/parti --prompts=64 --guidance=1,1.2,3
 
-Held-out captions are the synthetic_shapes `test` split: caption meanings that never occur in
-training. For each guidance scale it samples one image per caption (seeded) and reports the
+Held-out captions: the synthetic_shapes `test` split (caption meanings that never occur in
+training; the default) or the `validation` split (new examples, from held-out seeds, of the
+meanings training draws from). For each guidance scale it samples one image per caption (seeded) and reports the
 share the checker accepts, overall and per feature. The ceiling is the same measure on the
 tokenizer's reconstructions of real test-split images (what a perfect code predictor gets).
 Pass the dataset settings the run trained on, e.g. --gin_file=data/synthetic_shapes_easy.gin.
@@ -24,6 +25,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--split", default="test", choices=["test", "validation"],
+                        help="test: caption meanings never seen in training; validation: "
+                        "new examples of seen meanings")
     parser.add_argument("--guidance", default="1.0,1.2,2.0,3.0")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top_k", type=int, default=0)
@@ -38,7 +42,6 @@ def main():
     plugins.ensure_loaded()
     config.parse(args.gin_file, args.gin_bindings, finalize=False)
     from zoo.data import shapes
-    from zoo.eval.prompts import shapes_prompts
     from zoo.eval.shapes_eval import shapes_acceptance
     from zoo.models.sampling import TextToImage
     from zoo.registry import DATASETS
@@ -47,12 +50,12 @@ def main():
     data_config, data_seed = dataset.config, dataset.seed
     pipe = TextToImage.from_model_dir(args.model_dir, step=args.step)
     print(f"run {args.model_dir} at step {pipe.task.restored_step}; {args.prompts} held-out "
-          f"captions (synthetic_shapes test split, seed {data_seed})")
-    prompts = [p.text for p in shapes_prompts(args.prompts, seed=data_seed,
-                                              config=data_config)]
+          f"captions (synthetic_shapes {args.split} split, seed {data_seed})")
     size = pipe.image_tokenizer.image_size
-    real = np.stack([shapes.generate(data_seed, i, "test", data_config, size)["image"]
-                     for i in range(args.prompts)]).astype(np.float32) / 255.0
+    examples = [shapes.generate(data_seed, i, args.split, data_config, size)
+                for i in range(args.prompts)]
+    prompts = [e["caption"] for e in examples]
+    real = np.stack([e["image"] for e in examples]).astype(np.float32) / 255.0
     recon = np.asarray(pipe.image_tokenizer.decode(pipe.image_tokenizer.encode(real)))
     for name, images in (("real images", real), ("tokenizer reconstructions", recon)):
         result = shapes_acceptance(prompts, images)

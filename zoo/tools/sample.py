@@ -38,7 +38,9 @@ flags.DEFINE_float("guidance_scale", 1.2, "Classifier-free guidance scale (Parti
                    "off).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-flags.DEFINE_bool("xla", False, "XLA-compile the decode loop (slower start, faster steps).")
+flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling), "
+                  "much faster steps for large models (XLA updates the KV cache in place; "
+                  "without it every step copies the cache). See bench/RESULTS.md.")
 flags.DEFINE_string("scorer", None, "Registered scorer that reranks each prompt's samples, "
                     "e.g. contrastive_scorer (configure it with --gin_bindings).")
 flags.DEFINE_string("upsampler_dir", None, "A super-resolution run applied to the images.")
