@@ -119,7 +119,7 @@ def test_variables_get_rule_layouts_and_optimizer_slots_follow():
         wi.build((None, 8))
         wo = keras.layers.Dense(4, name="wo")
         wo.build((None, 8))
-        adam = keras.optimizers.Adam()
+        adam = keras.optimizers.Adam(name="adam")  # explicit: Keras numbers unnamed ones
         adam.build(wi.trainable_variables + wo.trainable_variables)
         ada = OPTIMIZERS.create("adafactor")
         ada.build(wi.trainable_variables + wo.trainable_variables)

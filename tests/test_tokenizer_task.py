@@ -128,7 +128,7 @@ def test_superres_on_tokenizer_reconstructions_improves(trained, tmp_path):
     task.build()
     held = shapes_images(8, 32, 7)
     before = eval_loss(task, held)
-    out = run(task, tmp_path / "sr", steps=30)
+    out = run(task, tmp_path / "sr", steps=60)
     assert eval_loss(out.task, held) < 0.7 * before
     assert set(out.losses) == {"generator", "discriminator"}
     bad = SuperResTask(upsampler="wdsr_tiny", image_size=64, tokenizer_dir=str(d), **COMMON)

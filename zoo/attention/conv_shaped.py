@@ -22,17 +22,18 @@ class ConvShapedAttention(AttentionKernel):
     cut at the grid's borders.
 
     Sparse: queries are taken in tiles of `block_rows` x `block_cols`; the keys of a tile lie in
-    a window of (block_rows + k//2) rows x (block_cols + 2 * (k//2)) columns, which is gathered
-    once per tile and scored with one small matmul. Scores per query: that window's size
-    (9 x 18 = 162 for the default 4 x 8 tiles and k = 11) instead of N; memory grows linearly
-    with N (bench/attention.py: 4 x 8 tiles beat 1 x 8, 2 x 8 and 2 x 16 on 32x32 and 64x64).
+    a window of (block_rows + k//2) rows x (block_cols + 2 * (k//2)) columns (all columns when
+    the tile spans the grid's width), which is gathered once per tile and scored with one small
+    matmul. Scores per query: that window's size instead of N (for k = 11: 7 x 32 = 224 with
+    the default 2-row tiles on a 32-wide grid, 9 x 18 = 162 with the default 4 x 8 tiles on
+    wider grids, against 1024 and 4096 for dense); memory grows linearly with N.
 
     Args:
         kernel_size: int, odd. Side of the window (DALL-E and Parti: 11).
         block_rows: int or None. Query tile height (must divide the grid height); None picks the
-            largest divisor of the height up to 4.
+            largest divisor of the height up to 2 (grids up to 32 wide) or 4 (wider grids).
         block_cols: int or None. Query tile width (must divide the grid width); None picks the
-            largest divisor of the width up to 8.
+            whole width (grids up to 32 wide) or the largest divisor of the width up to 8.
     """
 
     name = "conv_shaped"
@@ -59,8 +60,11 @@ class ConvShapedAttention(AttentionKernel):
         return above | left
 
     def _tiles(self, h, w):
-        bh = self.block_rows or _divisor_at_most(h, 4)
-        bw = self.block_cols or _divisor_at_most(w, 8)
+        # Measured (bench/attention.py): up to 32 columns, tiles of 2 full rows (one gather of
+        # whole grid rows, no transposes) are fastest; wider grids, 4 x 8 tiles.
+        full = w <= 32
+        bh = self.block_rows or _divisor_at_most(h, 2 if full else 4)
+        bw = self.block_cols or (w if full else _divisor_at_most(w, 8))
         if h % bh or w % bw:
             raise ZooError(f"conv_shaped tiles of {bh}x{bw} do not divide the {h}x{w} grid; "
                            f"set conv_shaped.block_rows / block_cols to divisors")
@@ -106,19 +110,23 @@ class ConvShapedAttention(AttentionKernel):
         d, dv = q.shape[-1], v.shape[-1]
 
         def windows(x, dim):  # [B, H, N, d] -> [B, H, nh, nw, win, d]
-            x = tf.gather(x, index.reshape(-1), axis=2)
+            if nw == 1:  # full-width tiles: gather whole grid rows (w * d contiguous values)
+                rows = tf.reshape(x, tf.concat([b_h, [h, w * dim]], 0))
+                x = tf.gather(rows, index[:, 0, ::w].reshape(-1) // w, axis=2)
+            else:
+                x = tf.gather(x, index.reshape(-1), axis=2)
             return tf.reshape(x, tf.concat([b_h, [nh, nw, win, dim]], 0))
 
         def tiles(x, dim):  # [B, H, N, d] -> [B, H, nh, nw, bh * bw, d]
-            if bh == 1:
-                return tf.reshape(x, tf.concat([b_h, [nh, nw, bw, dim]], 0))
+            if bh == 1 or nw == 1:
+                return tf.reshape(x, tf.concat([b_h, [nh, nw, bh * bw, dim]], 0))
             x = tf.reshape(x, tf.concat([b_h, [nh, bh, nw, bw, dim]], 0))
             x = tf.transpose(x, [0, 1, 2, 4, 3, 5, 6])
             return tf.reshape(x, tf.concat([b_h, [nh, nw, bh * bw, dim]], 0))
 
         scores = tf.matmul(tiles(scale_queries(q), d), windows(k, d), transpose_b=True)
         out = softmax_attention(scores, windows(v, dv), bias=mask_bias(mask))
-        if bh > 1:
+        if bh > 1 and nw > 1:
             out = tf.reshape(out, tf.concat([b_h, [nh, nw, bh, bw, dv]], 0))
             out = tf.transpose(out, [0, 1, 2, 4, 3, 5, 6])
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
