@@ -130,6 +130,35 @@ def test_prompts_to_images_with_reranking(trained):
         pipe(["a red circle", "  "])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh,strategy", [
+    ("batch:4,model:2", "default"), ("batch:8", "default"), (None, "mirrored")])
+def test_distributed_sampling_gives_the_single_device_images(trained, mesh, strategy, caplog):
+    from distribute_helpers import megatron_rules
+    from zoo import distribute
+    prompts = ["a red circle", "two blue squares", "a green triangle"]  # padded to 4 / 8
+    model_parallel = mesh is not None and "model" in mesh
+    # KV-cached decoding does not run on a model axis: the pipeline falls back to uncached.
+    want = TextToImage.from_model_dir(trained[0], use_cache=not model_parallel)(
+        prompts, num_samples=2, seed=4)[0]
+    dist = distribute.get(strategy=strategy, mesh=mesh,
+                          layout_rules=megatron_rules() if mesh else None)
+    with caplog.at_level("WARNING", logger="zoo"):
+        pipe = TextToImage.from_model_dir(trained[0], distribution=dist)
+    assert pipe.sampler.use_cache is not model_parallel
+    assert ("without the cache" in caplog.text) is model_parallel
+    if model_parallel:  # the weights really are sharded over the model axis
+        from tensorflow.experimental import dtensor
+        specs = [dtensor.fetch_layout(v.value).sharding_specs
+                 for v in pipe.model.trainable_variables]
+        assert any("model" in s for s in specs)
+    got, _ = pipe(prompts, num_samples=2, seed=4)
+    assert got.shape == want.shape == (3, 2, 16, 16, 3)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    codes = pipe.codes(prompts[:1], num_samples=2, seed=4)
+    assert codes.shape == (1, 2, 4, 4)
+
+
 def test_long_prompts_are_truncated_with_a_warning(trained, caplog):
     pipe = TextToImage.from_model_dir(trained[0])
     with caplog.at_level("WARNING", logger="zoo"):
@@ -164,6 +193,28 @@ def test_zoo_sample_writes_pngs_and_a_gallery(trained, tmp_path):
     bad = _run_tool(f"--model_dir={trained[0]}", "--prompt=", f"--output_dir={out}")
     assert bad.returncode == 1
     assert "empty prompt" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_zoo_sample_on_a_mesh_writes_the_same_images(trained, tmp_path):
+    from PIL import Image
+    args = [f"--model_dir={trained[0]}", "--prompt=a red circle", "--prompt=two blue squares",
+            "--prompt=a green triangle", "--num_samples=2", "--batch_size=3", "--seed=7",
+            "--progress=false"]
+    one = _run_tool(*args, f"--output_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    mesh = _run_tool(*args, f"--output_dir={tmp_path / 'mesh'}", "--virtual_devices=2",
+                     "--mesh=batch:2")
+    assert mesh.returncode == 0, mesh.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
+    assert len(names) == 6
+    for name in names:
+        a = np.asarray(Image.open(tmp_path / "one" / "images" / name), np.int16)
+        b = np.asarray(Image.open(tmp_path / "mesh" / "images" / name), np.int16)
+        assert np.abs(a - b).max() <= 1, name  # rounding of the last bit at most
+    bad = _run_tool(*args, f"--output_dir={tmp_path / 'bad'}", "--mesh=batch:3")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "--virtual_devices" in bad.stderr
 
 
 def test_trains_from_code_records(spm_model, tmp_path):

@@ -128,9 +128,12 @@ class SelfAttention(keras.layers.Layer):
     def call(self, x, training=False):
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         h, d = self.heads, self._head_dim
+        # Split the unsharded '3' axis, never index a leading [3, B, ...] axis: under a DTensor
+        # mesh, strided slices of a tensor whose batch axis is not dim 0 come out wrong
+        # (TF 2.21; tests/test_distribute_layouts.py checks this layer against one device).
         qkv = ops.reshape(self.qkv(x), (b, n, 3, h, d))
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, heads, N, d]
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = [ops.transpose(ops.squeeze(t, 2), (0, 2, 1, 3))  # [B, heads, N, d]
+                   for t in ops.split(qkv, 3, axis=2)]
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(d))
         probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
         probs = self.drop(ops.cast(probs, v.dtype), training=training)

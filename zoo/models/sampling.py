@@ -272,6 +272,12 @@ def check_prompts(prompts):
     return out
 
 
+def _model_parallel(distribution):
+    """How many ways a distribution shards the weights (1 unless a mesh has a model axis)."""
+    axes = dict(getattr(distribution, "axes", None) or ())
+    return int(np.prod([size for name, size in axes.items() if name != "batch"] or [1]))
+
+
 class TextToImage:
     """Prompts in, images out: text tokenizer -> Parti sampler -> image tokenizer decode
     (-> upsampler), with optional reranking by a registered scorer.
@@ -292,11 +298,18 @@ class TextToImage:
         upsampler: optional model with `upsample(images)`.
         scorer: optional scorer object or registered SCORERS name.
         temperature, top_k, top_p, guidance_scale, use_cache, jit_compile: see `Sampler`.
+        distribution: the `zoo.distribute` distribution the model was built under (its
+            weights sharded on a mesh, or mirrored); prompts are spread over its replicas
+            (padded to a multiple of them) and the images are the same as on one device.
     """
 
     def __init__(self, model, text_tokenizer, image_tokenizer, *, upsampler=None, scorer=None,
                  temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True,
-                 jit_compile=False):
+                 jit_compile=False, distribution=None):
+        if distribution is None:
+            from zoo.distribute.base import Distribution
+            distribution = Distribution()
+        self.distribution = distribution
         self.model = model
         self.text_tokenizer = text_tokenizer
         self.image_tokenizer = image_tokenizer
@@ -309,16 +322,24 @@ class TextToImage:
         if grid != tuple(model.image_grid):
             raise ZooError(f"the image tokenizer's {grid} code grid does not match the model's "
                            f"{tuple(model.image_grid)}")
+        if use_cache and _model_parallel(distribution) > 1:
+            log.warning("zoo: KV-cached decoding does not run on a mesh with a model axis yet "
+                        "(DTensor cannot carry the head-sharded cache through the decode "
+                        "loop); decoding without the cache, one full decoder pass per token")
+            use_cache = False
         self.sampler = Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
                                guidance_scale=guidance_scale, use_cache=use_cache,
                                jit_compile=jit_compile)
         self._decode = tf.function(image_tokenizer.decode, autograph=False)
 
     @classmethod
-    def from_model_dir(cls, model_dir, step=None, upsampler_dir=None, scorer=None, **settings):
-        """From a `parti` zoo-train run (its text and image tokenizers come with it)."""
+    def from_model_dir(cls, model_dir, step=None, upsampler_dir=None, scorer=None,
+                       distribution=None, **settings):
+        """From a `parti` zoo-train run (its text and image tokenizers come with it), built
+        under `distribution` when given (e.g. a mesh that shards a model too big for one
+        device)."""
         from zoo.train.loop import load_task
-        task = load_task(model_dir, step)
+        task = load_task(model_dir, step, distribution=distribution)
         for attr in ("model", "text_tokenizer", "image_tokenizer"):
             if getattr(task, attr, None) is None:
                 raise ZooError(f"{model_dir} is not a Parti run (its task has no {attr}); "
@@ -329,7 +350,7 @@ class TextToImage:
             if upsampler is None:
                 raise ZooError(f"{upsampler_dir} is not a super-resolution run")
         pipe = cls(task.model, task.text_tokenizer, task.image_tokenizer, upsampler=upsampler,
-                   scorer=scorer, **settings)
+                   scorer=scorer, distribution=distribution, **settings)
         pipe.task = task
         return pipe
 
@@ -343,21 +364,44 @@ class TextToImage:
                             self.text_tokenizer.max_length, p[:80])
         return out["ids"], out["mask"]
 
+    def _padded(self, x):
+        """x [B, ...] padded (repeating its last row) to a multiple of the replicas."""
+        pad = -x.shape[0] % self.distribution.num_replicas
+        if not pad:
+            return x
+        return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)
+
+    def _codes(self, prompts, prompt_ids, num_samples, seed):
+        """Codes [B', S, h, w] with B' >= B: padded to a multiple of the replicas."""
+        ids, mask = self.tokenize(prompts)
+        if prompt_ids is None:
+            prompt_ids = np.arange(len(prompts))
+        dist = self.distribution
+        inputs = dist.distribute_values({
+            "ids": self._padded(np.asarray(ids, np.int32)),
+            "mask": self._padded(np.asarray(mask, np.int32)),
+            "prompt_ids": self._padded(np.asarray(prompt_ids, np.int32).reshape(-1))})
+        codes = dist.run(lambda x: self.sampler(x["ids"], x["mask"], num_samples=num_samples,
+                                                seed=seed, prompt_ids=x["prompt_ids"]),
+                         inputs)
+        h, w = self.model.image_grid
+        return np.asarray(dist.gather(codes)).reshape(-1, num_samples, h, w)
+
     def codes(self, prompts, prompt_ids=None, num_samples=1, seed=0):
         """Image codes int32 [B, num_samples, h, w] (unranked)."""
-        ids, mask = self.tokenize(prompts)
-        codes = self.sampler(ids, mask, num_samples=num_samples, seed=seed,
-                             prompt_ids=prompt_ids)
-        h, w = self.model.image_grid
-        return tf.reshape(codes, [-1, num_samples, h, w])
+        prompts = check_prompts(prompts)
+        codes = self._codes(prompts, prompt_ids, num_samples, seed)[:len(prompts)]
+        return tf.constant(codes)
 
     def __call__(self, prompts, prompt_ids=None, num_samples=1, seed=0):
         """(images float32 [B, S, H, W, 3] in [0, 1], scores [B, S] or None)."""
         prompts = check_prompts(prompts)
-        codes = self.codes(prompts, prompt_ids, num_samples, seed)
+        codes = self._codes(prompts, prompt_ids, num_samples, seed)
         b = len(prompts)
-        flat = tf.reshape(codes, [b * num_samples] + list(self.model.image_grid))
-        images = self._decode(flat)
+        flat = codes.reshape((-1,) + tuple(self.model.image_grid))
+        dist = self.distribution
+        images = dist.gather(dist.run(self._decode, dist.distribute_values(flat)))
+        images = np.asarray(images)[:b * num_samples]
         if self.upsampler is not None:
             images = self.upsampler.upsample(images)
         images = np.asarray(images, np.float32)

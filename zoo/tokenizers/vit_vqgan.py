@@ -224,7 +224,7 @@ class ViTVQGAN(keras.Model):
             raise ZooError(f"codes must be [batch, {h}, {w}], got shape {shape}")
         if not tf.as_dtype(codes.dtype).is_integer:
             raise ZooError(f"codes must be integers, got dtype {codes.dtype.name}")
-        if tf.executing_eagerly():
+        if tf.executing_eagerly() and not _is_sharded(codes):
             values = np.asarray(codes)
             if values.size:
                 lo, hi = int(values.min()), int(values.max())
@@ -272,6 +272,12 @@ class ViTVQGAN(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
+
+
+def _is_sharded(x):
+    """A DTensor (on a mesh: numpy cannot read it eagerly; checked in-graph instead)."""
+    from tensorflow.experimental import dtensor
+    return dtensor.is_dtensor(x)
 
 
 # -- parameter counts --------------------------------------------------------------------------

@@ -11,7 +11,14 @@ Prompts come from --prompt (repeatable) and/or --prompts_file: a TSV with a `Pro
 Writes `images/p0000_s0.png ...` (each prompt's samples best first when a scorer reranks
 them), `samples.jsonl` (one line per prompt: text, files, scores) and a gallery `index.html`
 into --output_dir (default: <model_dir>/samples). Same --seed, same images: sample s of prompt
-p depends only on (seed, p, s), whatever --batch_size.
+p depends only on (seed, p, s), whatever --batch_size, and whatever the distribution:
+
+    zoo-sample --model_dir=runs/parti_3b --gin_file=gin/mesh/parti_3b_model4.gin ...
+    zoo-sample --model_dir=runs/demo/parti --virtual_devices=2 --mesh=batch:2 ...
+
+--strategy/--mesh (and the gin/mesh/*.gin files) work as in zoo-train: the model is built with
+its weights sharded by the layout rules and the prompts are spread over the batch axis (a
+batch is padded to a multiple of it).
 """
 
 import json
@@ -47,6 +54,11 @@ flags.DEFINE_string("upsampler_dir", None, "A super-resolution run applied to th
 flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the newest).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 common.define_gin_flags()
+# --strategy, --mesh, --virtual_devices, ...; importing zoo.distribute (no TF) also registers
+# `mesh_layout` with gin before the gin files are parsed (gin/mesh/*.gin bind it).
+from zoo.distribute import flags as distribute_flags  # noqa: E402
+
+distribute_flags.define()
 FLAGS = flags.FLAGS
 
 
@@ -113,6 +125,7 @@ def write_samples(pipe, prompts, output_dir, num_samples, seed, batch_size, prog
 
 
 def main(argv):
+    distribute_flags.set_virtual_devices_from_flags()  # before anything runs a TF op
     common.setup(argv)
     from zoo.errors import ZooError
     from zoo.models.sampling import TextToImage
@@ -124,7 +137,8 @@ def main(argv):
     pipe = TextToImage.from_model_dir(
         FLAGS.model_dir, step=FLAGS.step, upsampler_dir=FLAGS.upsampler_dir,
         scorer=FLAGS.scorer, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-        top_p=FLAGS.top_p, guidance_scale=FLAGS.guidance_scale, jit_compile=FLAGS.xla)
+        top_p=FLAGS.top_p, guidance_scale=FLAGS.guidance_scale, jit_compile=FLAGS.xla,
+        distribution=distribute_flags.from_flags())
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "samples")
     rows = write_samples(pipe, prompts, output_dir, FLAGS.num_samples, FLAGS.seed,
                          FLAGS.batch_size, progress=FLAGS.progress)

@@ -22,29 +22,16 @@ flags.DEFINE_bool("deterministic", None, "Enable TF op determinism (overrides "
                   "train.deterministic).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 common.define_gin_flags()
-try:  # --strategy, --mesh, --virtual_devices, ... (shared with the sampling tools)
-    from zoo.distribute import flags as distribute_flags
-except ImportError:  # pragma: no cover - only while zoo.distribute.flags does not exist
-    distribute_flags = None
-else:
-    distribute_flags.define()
-try:  # registers `mesh_layout` with gin before the gin files are parsed (they may bind it)
-    from zoo.distribute import mesh as _mesh  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+# --strategy, --mesh, --virtual_devices, ... (shared with zoo-sample); importing zoo.distribute
+# (no TF) also registers `mesh_layout` with gin before the gin files are parsed.
+from zoo.distribute import flags as distribute_flags  # noqa: E402
+
+distribute_flags.define()
 FLAGS = flags.FLAGS
 
 
-def _distribution_from_flags():
-    """The distribution chosen by --strategy/--mesh (None: single device)."""
-    if distribute_flags is None:
-        return None
-    return distribute_flags.from_flags()
-
-
 def main(argv):
-    if distribute_flags is not None:
-        distribute_flags.set_virtual_devices_from_flags()  # before anything runs a TF op
+    distribute_flags.set_virtual_devices_from_flags()  # before anything runs a TF op
     common.setup(argv)
     from zoo.errors import ZooError
     from zoo.train.loop import train
@@ -55,9 +42,7 @@ def main(argv):
         value = getattr(FLAGS, name)
         if value is not None:
             kwargs[name] = value
-    dist = _distribution_from_flags()
-    if dist is not None:
-        kwargs["distribution"] = dist
+    kwargs["distribution"] = distribute_flags.from_flags()
     try:
         result = train(**kwargs)
     except ZooError as e:
