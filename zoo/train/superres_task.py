@@ -15,14 +15,14 @@ from keras import ops
 
 from zoo.errors import ZooError
 from zoo.models import losses as L
-from zoo.registry import DISCRIMINATORS, FEATURE_NETWORKS, TASKS, UPSAMPLERS
-from zoo.train.task import Task, UpdateGroup
-from zoo.train.tokenizer_task import (load_tokenizer, make_data, make_optimizer,
+from zoo.registry import TASKS, UPSAMPLERS
+from zoo.train.task import Task
+from zoo.train.tokenizer_task import (AdversarialTraining, load_tokenizer, make_data,
                                       resolved_options, side_by_side)
 
 
 @TASKS.register("superres")
-class SuperResTask(Task):
+class SuperResTask(AdversarialTraining, Task):
     """Trains a registered upsampler on (tokenizer reconstruction of downsampled -> original).
 
     Args:
@@ -55,44 +55,25 @@ class SuperResTask(Task):
         self.dataset_name = dataset
         self.dataset_options = dict(dataset_options or {})
         self.l2_weight = float(l2_weight)
-        self.perceptual_weight = float(perceptual_weight)
-        self.adversarial_weight = float(adversarial_weight)
-        self.feature_network = feature_network
-        self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
-            if perceptual_weight else dict(feature_network_options or {}))
-        self.discriminator_name = discriminator
-        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
-                                                      discriminator_options)
-        self.r1_weight = float(r1_weight)
-        self.adversarial_start_step = int(adversarial_start_step)
-        self.learning_rate = float(learning_rate)
-        self.end_learning_rate = float(end_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.discriminator_learning_rate = discriminator_learning_rate
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = clip_norm
+        self.set_adversarial_options(
+            perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
+            feature_network=feature_network, feature_network_options=feature_network_options,
+            discriminator=discriminator, discriminator_options=discriminator_options,
+            r1_weight=r1_weight, adversarial_start_step=adversarial_start_step,
+            learning_rate=learning_rate, end_learning_rate=end_learning_rate,
+            warmup_steps=warmup_steps, total_steps=total_steps,
+            discriminator_learning_rate=discriminator_learning_rate, beta_1=beta_1,
+            beta_2=beta_2, weight_decay=weight_decay, clip_norm=clip_norm)
         self.image_summaries = int(image_summaries)
         self.upsampler = None
         self.tokenizer = None
 
     def config(self):
-        keys = ("upsampler_options", "image_size", "tokenizer_dir", "dataset_options",
-                "l2_weight", "perceptual_weight", "adversarial_weight", "feature_network",
-                "feature_network_options", "discriminator_options", "r1_weight",
-                "adversarial_start_step", "learning_rate", "end_learning_rate", "warmup_steps",
-                "total_steps", "discriminator_learning_rate", "beta_1", "beta_2",
-                "weight_decay", "clip_norm", "image_summaries")
-        out = {k: getattr(self, k) for k in keys}
-        out.update(upsampler=self.upsampler_name, dataset=self.dataset_name,
-                   discriminator=self.discriminator_name)
-        return out
-
-    @property
-    def adversarial(self):
-        return self.adversarial_weight > 0
+        return {"upsampler": self.upsampler_name, "upsampler_options": self.upsampler_options,
+                "image_size": self.image_size, "tokenizer_dir": self.tokenizer_dir,
+                "dataset": self.dataset_name, "dataset_options": self.dataset_options,
+                "l2_weight": self.l2_weight, **self.adversarial_config(),
+                "image_summaries": self.image_summaries}
 
     def build(self):
         self.upsampler = UPSAMPLERS.create(self.upsampler_name, **self.upsampler_options)
@@ -111,37 +92,15 @@ class SuperResTask(Task):
                     f"{self.low_size}x{self.low_size} (image_size {self.image_size} / scale "
                     f"{scale}); set superres.image_size = "
                     f"{self.tokenizer.image_size * scale}")
-        self.features = (FEATURE_NETWORKS.create(self.feature_network,
-                                                 **self.feature_network_options)
-                         if self.perceptual_weight else None)
-        self.discriminator = None
-        sched = (self.learning_rate, self.end_learning_rate, self.warmup_steps,
-                 self.total_steps)
-        self.generator_optimizer = make_optimizer(*sched, self.beta_1, self.beta_2,
-                                                  self.weight_decay, "upsampler_adamw")
-        self.generator_optimizer.build(self.upsampler.trainable_variables)
-        if self.adversarial:
-            opts = {"image_size": self.image_size, **self.discriminator_options}
-            self.discriminator = DISCRIMINATORS.create(self.discriminator_name, **opts)
-            d_lr = self.discriminator_learning_rate or self.learning_rate
-            self.discriminator_optimizer = make_optimizer(
-                d_lr, self.end_learning_rate * d_lr / self.learning_rate, self.warmup_steps,
-                self.total_steps, self.beta_1, self.beta_2, self.weight_decay,
-                "discriminator_adamw")
-            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+        self.build_adversarial(self.image_size, self.upsampler.trainable_variables,
+                               "upsampler_adamw")
 
     def dataset(self, batch_size, seed, start_step=0):
         return make_data(self.dataset_name, "train", self.image_size, batch_size, seed,
                          start_step, self.dataset_options)
 
     def update_groups(self):
-        groups = [UpdateGroup("generator", self.generator_optimizer,
-                              list(self.upsampler.trainable_variables), self.clip_norm)]
-        if self.adversarial:
-            groups.append(UpdateGroup("discriminator", self.discriminator_optimizer,
-                                      list(self.discriminator.trainable_variables),
-                                      self.clip_norm))
-        return groups
+        return self.adversarial_groups(self.upsampler.trainable_variables)
 
     def trackables(self):
         out = {"upsampler": self.upsampler}

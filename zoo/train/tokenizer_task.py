@@ -105,8 +105,84 @@ def side_by_side(inputs, outputs):
     return np.clip(np.concatenate([inputs, gap, outputs], axis=2), 0.0, 1.0)
 
 
+class AdversarialTraining:
+    """The perceptual + adversarial settings and the two AdamW optimizers that the `vit_vqgan`
+    and `superres` tasks share (a mixin: the task keeps its own generator and losses)."""
+
+    GAN_KEYS = ("perceptual_weight", "adversarial_weight", "feature_network",
+                "feature_network_options", "discriminator_options", "r1_weight",
+                "adversarial_start_step", "learning_rate", "end_learning_rate", "warmup_steps",
+                "total_steps", "discriminator_learning_rate", "beta_1", "beta_2",
+                "weight_decay", "clip_norm")
+
+    def set_adversarial_options(self, *, perceptual_weight, adversarial_weight,
+                                feature_network, feature_network_options, discriminator,
+                                discriminator_options, r1_weight, adversarial_start_step,
+                                learning_rate, end_learning_rate, warmup_steps, total_steps,
+                                discriminator_learning_rate, beta_1, beta_2, weight_decay,
+                                clip_norm):
+        self.perceptual_weight = float(perceptual_weight)
+        self.adversarial_weight = float(adversarial_weight)
+        self.feature_network = feature_network
+        self.feature_network_options = (
+            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
+            if perceptual_weight else dict(feature_network_options or {}))
+        self.discriminator_name = discriminator
+        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
+                                                      discriminator_options)
+        self.r1_weight = float(r1_weight)
+        self.adversarial_start_step = int(adversarial_start_step)
+        self.learning_rate = float(learning_rate)
+        self.end_learning_rate = float(end_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.discriminator_learning_rate = discriminator_learning_rate
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = clip_norm
+
+    def adversarial_config(self) -> Dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self.GAN_KEYS},
+                "discriminator": self.discriminator_name}
+
+    @property
+    def adversarial(self):
+        return self.adversarial_weight > 0
+
+    def build_adversarial(self, image_size, generator_variables, generator_name):
+        """Feature network, discriminator (when adversarial) and both optimizers."""
+        self.features = (FEATURE_NETWORKS.create(self.feature_network,
+                                                 **self.feature_network_options)
+                         if self.perceptual_weight else None)
+        self.discriminator = None
+        if self.adversarial:
+            opts = {"image_size": image_size, **self.discriminator_options}
+            self.discriminator = DISCRIMINATORS.create(self.discriminator_name, **opts)
+        self.generator_optimizer = make_optimizer(
+            self.learning_rate, self.end_learning_rate, self.warmup_steps, self.total_steps,
+            self.beta_1, self.beta_2, self.weight_decay, generator_name)
+        self.generator_optimizer.build(generator_variables)
+        if self.adversarial:
+            d_lr = self.discriminator_learning_rate or self.learning_rate
+            self.discriminator_optimizer = make_optimizer(
+                d_lr, self.end_learning_rate * d_lr / self.learning_rate, self.warmup_steps,
+                self.total_steps, self.beta_1, self.beta_2, self.weight_decay,
+                "discriminator_adamw")
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def adversarial_groups(self, generator_variables):
+        """The update groups: generator, then discriminator (when adversarial)."""
+        groups = [UpdateGroup("generator", self.generator_optimizer, list(generator_variables),
+                              self.clip_norm)]
+        if self.adversarial:
+            groups.append(UpdateGroup("discriminator", self.discriminator_optimizer,
+                                      list(self.discriminator.trainable_variables),
+                                      self.clip_norm))
+        return groups
+
+
 @TASKS.register("vit_vqgan")
-class ViTVQGANTask(Task):
+class ViTVQGANTask(AdversarialTraining, Task):
     """Trains a ViT-VQGAN image tokenizer with its discriminator.
 
     Args:
@@ -156,25 +232,15 @@ class ViTVQGANTask(Task):
         self.dataset_options = dict(dataset_options or {})
         self.l2_weight = float(l2_weight)
         self.logit_laplace_weight = float(logit_laplace_weight)
-        self.perceptual_weight = float(perceptual_weight)
-        self.adversarial_weight = float(adversarial_weight)
-        self.feature_network = feature_network
-        self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
-            if perceptual_weight else dict(feature_network_options or {}))
-        self.discriminator_name = discriminator
-        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
-                                                      discriminator_options)
-        self.r1_weight = float(r1_weight)
-        self.adversarial_start_step = int(adversarial_start_step)
-        self.learning_rate = float(learning_rate)
-        self.end_learning_rate = float(end_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.discriminator_learning_rate = discriminator_learning_rate
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = clip_norm
+        self.set_adversarial_options(
+            perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
+            feature_network=feature_network, feature_network_options=feature_network_options,
+            discriminator=discriminator, discriminator_options=discriminator_options,
+            r1_weight=r1_weight, adversarial_start_step=adversarial_start_step,
+            learning_rate=learning_rate, end_learning_rate=end_learning_rate,
+            warmup_steps=warmup_steps, total_steps=total_steps,
+            discriminator_learning_rate=discriminator_learning_rate, beta_1=beta_1,
+            beta_2=beta_2, weight_decay=weight_decay, clip_norm=clip_norm)
         self.freeze_encoder = bool(freeze_encoder)
         self.image_summaries = int(image_summaries)
         self.tokenizer = None
@@ -185,23 +251,8 @@ class ViTVQGANTask(Task):
         return {"tokenizer": self.tokenizer_name, "tokenizer_options": self.tokenizer_options,
                 "dataset": self.dataset_name, "dataset_options": self.dataset_options,
                 "l2_weight": self.l2_weight, "logit_laplace_weight": self.logit_laplace_weight,
-                "perceptual_weight": self.perceptual_weight,
-                "adversarial_weight": self.adversarial_weight,
-                "feature_network": self.feature_network,
-                "feature_network_options": self.feature_network_options,
-                "discriminator": self.discriminator_name,
-                "discriminator_options": self.discriminator_options,
-                "r1_weight": self.r1_weight, "adversarial_start_step": self.adversarial_start_step,
-                "learning_rate": self.learning_rate, "end_learning_rate": self.end_learning_rate,
-                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "discriminator_learning_rate": self.discriminator_learning_rate,
-                "beta_1": self.beta_1, "beta_2": self.beta_2, "weight_decay": self.weight_decay,
-                "clip_norm": self.clip_norm, "init_from": self.init_from,
+                **self.adversarial_config(), "init_from": self.init_from,
                 "freeze_encoder": self.freeze_encoder, "image_summaries": self.image_summaries}
-
-    @property
-    def adversarial(self):
-        return self.adversarial_weight > 0
 
     def build(self):
         self.tokenizer = IMAGE_TOKENIZERS.create(self.tokenizer_name, **self.tokenizer_options)
@@ -209,25 +260,8 @@ class ViTVQGANTask(Task):
             copy_encoder(self.init_from, self.tokenizer)
         if self.freeze_encoder:
             self.tokenizer.freeze_encoder()
-        self.features = (FEATURE_NETWORKS.create(self.feature_network,
-                                                 **self.feature_network_options)
-                         if self.perceptual_weight else None)
-        self.discriminator = None
-        if self.adversarial:
-            opts = {"image_size": self.tokenizer.image_size, **self.discriminator_options}
-            self.discriminator = DISCRIMINATORS.create(self.discriminator_name, **opts)
-        sched = (self.learning_rate, self.end_learning_rate, self.warmup_steps,
-                 self.total_steps)
-        self.generator_optimizer = make_optimizer(*sched, self.beta_1, self.beta_2,
-                                                  self.weight_decay, "generator_adamw")
-        self.generator_optimizer.build(self.tokenizer.trainable_variables)
-        if self.adversarial:
-            d_lr = self.discriminator_learning_rate or self.learning_rate
-            self.discriminator_optimizer = make_optimizer(
-                d_lr, self.end_learning_rate * d_lr / self.learning_rate, self.warmup_steps,
-                self.total_steps, self.beta_1, self.beta_2, self.weight_decay,
-                "discriminator_adamw")
-            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+        self.build_adversarial(self.tokenizer.image_size, self.tokenizer.trainable_variables,
+                               "generator_adamw")
 
     def dataset(self, batch_size, seed, start_step=0):
         return make_data(self.dataset_name, "train", self.tokenizer_image_size(), batch_size,
@@ -240,13 +274,7 @@ class ViTVQGANTask(Task):
             self.tokenizer_name, **self.tokenizer_options).image_size
 
     def update_groups(self):
-        groups = [UpdateGroup("generator", self.generator_optimizer,
-                              list(self.tokenizer.trainable_variables), self.clip_norm)]
-        if self.adversarial:
-            groups.append(UpdateGroup("discriminator", self.discriminator_optimizer,
-                                      list(self.discriminator.trainable_variables),
-                                      self.clip_norm))
-        return groups
+        return self.adversarial_groups(self.tokenizer.trainable_variables)
 
     def trackables(self):
         out = {"tokenizer": self.tokenizer}
