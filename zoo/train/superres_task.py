@@ -124,23 +124,7 @@ class SuperResTask(AdversarialTraining, Task):
         baseline = tf.image.resize(low, (self.image_size, self.image_size), method="bilinear")
         metrics = {"l2": l2, "psnr": L.psnr(images, ops.clip(pred, 0.0, 1.0)),
                    "psnr_bilinear": L.psnr(images, ops.clip(baseline, 0.0, 1.0))}
-        if self.features is not None:
-            p = L.perceptual_loss(self.features, images, pred)
-            g_loss += self.perceptual_weight * p
-            metrics["perceptual"] = p
-        losses = {}
-        if self.adversarial:
-            active = self.generator_optimizer.iterations >= self.adversarial_start_step
-            g_adv, d_loss, r1 = L.adversarial_terms(self.discriminator, images, pred, active,
-                                                   self.r1_weight)
-            g_loss += self.adversarial_weight * g_adv
-            losses["discriminator"] = d_loss
-            metrics["generator_adversarial"] = g_adv
-            metrics["discriminator_logistic"] = d_loss
-            if self.r1_weight:
-                metrics["r1"] = r1
-        losses["generator"] = g_loss
-        return losses, metrics
+        return self.perceptual_and_adversarial(images, pred, g_loss, metrics)
 
     def summaries(self, batch):
         images = np.asarray(batch["image"], np.float32)[: self.image_summaries]

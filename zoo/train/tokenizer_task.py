@@ -170,6 +170,27 @@ class AdversarialTraining:
                 "discriminator_adamw")
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
+    def perceptual_and_adversarial(self, images, generated, g_loss, metrics):
+        """Adds the perceptual and adversarial terms to the generator's loss `g_loss`;
+        returns (losses {'generator'[, 'discriminator']}, metrics)."""
+        if self.features is not None:
+            p = L.perceptual_loss(self.features, images, generated)
+            g_loss += self.perceptual_weight * p
+            metrics["perceptual"] = p
+        losses = {}
+        if self.adversarial:
+            active = self.generator_optimizer.iterations >= self.adversarial_start_step
+            g_adv, d_loss, r1 = L.adversarial_terms(self.discriminator, images, generated,
+                                                   active, self.r1_weight)
+            g_loss += self.adversarial_weight * g_adv
+            losses["discriminator"] = d_loss
+            metrics["generator_adversarial"] = g_adv
+            metrics["discriminator_logistic"] = d_loss
+            if self.r1_weight:
+                metrics["r1"] = r1
+        losses["generator"] = g_loss
+        return losses, metrics
+
     def adversarial_groups(self, generator_variables):
         """The update groups: generator, then discriminator (when adversarial)."""
         groups = [UpdateGroup("generator", self.generator_optimizer, list(generator_variables),
@@ -296,23 +317,7 @@ class ViTVQGANTask(AdversarialTraining, Task):
             ll = L.logit_laplace_loss(images, out["raw"])
             g_loss += self.logit_laplace_weight * ll
             metrics["logit_laplace"] = ll
-        if self.features is not None:
-            p = L.perceptual_loss(self.features, images, recon)
-            g_loss += self.perceptual_weight * p
-            metrics["perceptual"] = p
-        losses = {}
-        if self.adversarial:
-            active = self.generator_optimizer.iterations >= self.adversarial_start_step
-            g_adv, d_loss, r1 = L.adversarial_terms(self.discriminator, images, recon, active,
-                                                   self.r1_weight)
-            g_loss += self.adversarial_weight * g_adv
-            losses["discriminator"] = d_loss
-            metrics["generator_adversarial"] = g_adv
-            metrics["discriminator_logistic"] = d_loss
-            if self.r1_weight:
-                metrics["r1"] = r1
-        losses["generator"] = g_loss
-        return losses, metrics
+        return self.perceptual_and_adversarial(images, recon, g_loss, metrics)
 
     def after_step(self, step):
         q = self.tokenizer.quantizer
