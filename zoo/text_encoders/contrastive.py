@@ -27,7 +27,7 @@ from keras import ops
 from zoo.errors import ZooError
 from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common
-from zoo.train.task import Task, UpdateGroup
+from zoo.text_encoders.pretraining import PretrainingTask
 
 # CLIP: temperature initialised to 0.07, logit scale clipped at 100.
 INIT_TEMPERATURE = 0.07
@@ -165,7 +165,7 @@ def info_nce(image_embeddings, text_embeddings, logit_scale):
 
 
 @TASKS.register("contrastive")
-class ContrastiveTask(Task):
+class ContrastiveTask(PretrainingTask):
     """Dual-encoder contrastive pretraining (symmetric InfoNCE, learnable temperature).
 
     Args:
@@ -184,6 +184,8 @@ class ContrastiveTask(Task):
         learning_rate, warmup_steps, decay_steps, weight_decay, clip_norm: AdamW with linear
             warm-up and cosine decay; global-norm clipping.
     """
+
+    group_name = "contrastive"
 
     def __init__(self, encoder: str = "parti_encoder", encoder_config: Optional[Dict] = None,
                  tokenizer: str = "sentencepiece", tokenizer_config: Optional[Dict] = None,
@@ -254,33 +256,9 @@ class ContrastiveTask(Task):
         if self.init_text_encoder:
             from zoo.text_encoders import pretrained  # noqa: PLC0415 -- avoids an import cycle
             pretrained.load_encoder_weights(text_encoder, self.init_text_encoder)
-        self.optimizer = keras.optimizers.AdamW(
-            learning_rate=common.warmup_cosine(self.learning_rate, self.warmup_steps,
-                                               self.decay_steps),
-            weight_decay=self.weight_decay, beta_2=0.98, epsilon=1e-6)
         # No weight decay on the temperature, norms and biases (CLIP).
-        self.optimizer.exclude_from_weight_decay(
-            var_names=["log_logit_scale", "bias", "gamma", "beta", "position_embedding"])
-        self.optimizer.build(self.model.trainable_variables)
-
-    @property
-    def encoder(self):
-        return self.model.text_encoder
-
-    def fresh_tokenizer(self):
-        """A new tokenizer instance for a new input pipeline or function.
-
-        TF resets its caches when the global seed is set (the loop seeds before training),
-        which destroys the SentencePiece resource of a tokenizer created earlier.
-        """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
-
-    def update_groups(self):
-        return [UpdateGroup("contrastive", self.optimizer, self.model.trainable_variables,
-                            self.clip_norm)]
-
-    def trackables(self):
-        return {"model": self.model, "weights": common.weights_by_name(self.model)}
+        self.optimizer = self.make_optimizer(
+            ["log_logit_scale", "bias", "gamma", "beta", "position_embedding"])
 
     def dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
         """Image-caption batches of the registered dataset, captions tokenized in-graph."""

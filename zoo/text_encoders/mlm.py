@@ -27,7 +27,7 @@ from keras import ops
 from zoo.errors import ZooError
 from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common, text_sources
-from zoo.train.task import Task, UpdateGroup
+from zoo.text_encoders.pretraining import PretrainingTask
 
 # BERT: 15% of tokens; of those 80% [MASK], 10% random, 10% unchanged.
 MASK_RATE = 0.15
@@ -120,7 +120,7 @@ def mask_id_of(tokenizer, override: Optional[int] = None) -> int:
 
 
 @TASKS.register("mlm")
-class MLMTask(Task):
+class MLMTask(PretrainingTask):
     """BERT masked-LM pretraining of a text encoder (15% of tokens: 80/10/10).
 
     Args:
@@ -141,6 +141,8 @@ class MLMTask(Task):
         learning_rate, warmup_steps, decay_steps, weight_decay, clip_norm: AdamW with linear
             warm-up and cosine decay; global-norm clipping.
     """
+
+    group_name = "mlm"
 
     def __init__(self, encoder: str = "parti_encoder", encoder_config: Optional[Dict] = None,
                  tokenizer: str = "sentencepiece", tokenizer_config: Optional[Dict] = None,
@@ -212,30 +214,7 @@ class MLMTask(Task):
         length = int(self.tokenizer.max_length)
         tokens = tf.zeros([1, length], tf.int32)
         self.model(tokens, tf.ones_like(tokens), tf.zeros([1, self.max_predictions], tf.int32))
-        self.optimizer = keras.optimizers.AdamW(
-            learning_rate=common.warmup_cosine(self.learning_rate, self.warmup_steps,
-                                               self.decay_steps),
-            weight_decay=self.weight_decay, beta_2=0.98, epsilon=1e-6)
-        self.optimizer.build(self.model.trainable_variables)
-
-    @property
-    def encoder(self):
-        return self.model.text_encoder
-
-    def fresh_tokenizer(self):
-        """A new tokenizer instance for a new input pipeline or function.
-
-        TF resets its caches when the global seed is set (the loop seeds before training),
-        which destroys the SentencePiece resource of a tokenizer created earlier.
-        """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
-
-    def update_groups(self):
-        return [UpdateGroup("mlm", self.optimizer, self.model.trainable_variables,
-                            self.clip_norm)]
-
-    def trackables(self):
-        return {"model": self.model, "weights": common.weights_by_name(self.model)}
+        self.optimizer = self.make_optimizer()
 
     def texts(self):
         """The text source: a list of strings or a tf.data.Dataset of them (c4)."""
