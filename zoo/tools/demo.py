@@ -111,8 +111,12 @@ class Demo:
             num_samples=1 if self.quick else FLAGS.num_samples,
             scorer_dir=self.path("contrastive"), guidance_scale=FLAGS.guidance_scale,
             grid_png=self.path("eval", "grid.png"))
-        acc = results.get("shapes", {}).get("acceptance")
-        acc_txt = f"shapes checker acceptance {acc:.1%}, " if acc is not None else ""
+        shapes = results.get("shapes", {})
+        acc, top = shapes.get("acceptance"), shapes.get("acceptance_top1")
+        acc_txt = f"shapes checker acceptance {acc:.1%} of all samples" if acc is not None else ""
+        if top is not None:
+            acc_txt += f", {top:.1%} of the reranked first picks"
+        acc_txt += ", " if acc_txt else ""
         return f"{acc_txt}gallery {self.path('eval', 'index.html')}"
 
 
