@@ -17,6 +17,13 @@ class UnknownNameError(ZooError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def check_positive_ints(owner, **values) -> None:
+    """ZooError naming the first argument that is not a positive integer (bools excluded)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ZooError(f"{owner}.{key} must be a positive integer, got {value!r}")
+
+
 def closest(name, candidates, n=3):
     """The candidates closest to `name`, best first (may be empty)."""
     candidates = list(candidates)

@@ -130,7 +130,7 @@ class SelfAttention(keras.layers.Layer):
         h, d = self.heads, self._head_dim
         # Split the unsharded '3' axis, never index a leading [3, B, ...] axis: under a DTensor
         # mesh, strided slices of a tensor whose batch axis is not dim 0 come out wrong
-        # (TF 2.21; tests/test_distribute_layouts.py checks this layer against one device).
+        # (TF 2.21; tests/test_distribute_mesh.py checks the ViT-VQGAN against one device).
         qkv = ops.reshape(self.qkv(x), (b, n, 3, h, d))
         q, k, v = [ops.transpose(ops.squeeze(t, 2), (0, 2, 1, 3))  # [B, heads, N, d]
                    for t in ops.split(qkv, 3, axis=2)]

@@ -272,12 +272,6 @@ def check_prompts(prompts):
     return out
 
 
-def _model_parallel(distribution):
-    """How many ways a distribution shards the weights (1 unless a mesh has a model axis)."""
-    axes = dict(getattr(distribution, "axes", None) or ())
-    return int(np.prod([size for name, size in axes.items() if name != "batch"] or [1]))
-
-
 class TextToImage:
     """Prompts in, images out: text tokenizer -> Parti sampler -> image tokenizer decode
     (-> upsampler), with optional reranking by a registered scorer.
@@ -322,7 +316,8 @@ class TextToImage:
         if grid != tuple(model.image_grid):
             raise ZooError(f"the image tokenizer's {grid} code grid does not match the model's "
                            f"{tuple(model.image_grid)}")
-        if use_cache and _model_parallel(distribution) > 1:
+        # Devices per replica > 1: the weights are sharded (a mesh with a model axis).
+        if use_cache and distribution.num_devices > distribution.num_replicas:
             log.warning("zoo: KV-cached decoding does not run on a mesh with a model axis yet "
                         "(DTensor cannot carry the head-sharded cache through the decode "
                         "loop); decoding without the cache, one full decoder pass per token")

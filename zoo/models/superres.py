@@ -18,7 +18,7 @@ from keras import ops
 
 from zoo.layers.vit import track_list
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_positive_ints
 from zoo.registry import UPSAMPLERS
 
 
@@ -112,10 +112,8 @@ class WDSR(keras.Model):
     def __init__(self, scale=2, blocks=12, channels=128, expansion=4, res_scale=1.0,
                  input_size=None, **kwargs):
         super().__init__(**kwargs)
-        for key, value in dict(scale=scale, blocks=blocks, channels=channels,
-                               expansion=expansion).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ZooError(f"WDSR {key} must be a positive integer, got {value!r}")
+        check_positive_ints("wdsr", scale=scale, blocks=blocks, channels=channels,
+                            expansion=expansion)
         stages = int(round(math.log2(scale))) if scale >= 2 else 0
         if scale < 2 or 2 ** stages != scale:
             raise ZooError(f"upsampler scale must be a power of two >= 2, got {scale}")

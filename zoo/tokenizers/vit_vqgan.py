@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_positive_ints
 from zoo.layers.quantizer import FactorizedQuantizer
 from zoo.layers.vit import PatchEmbed, TanhHead, ViTStack, transformer_block_params, unpatchify
 from zoo.registry import IMAGE_TOKENIZERS
@@ -68,12 +68,9 @@ class ViTVQGAN(keras.Model):
                  lookup_dim=32, commitment_beta=0.25, logit_laplace=True, dropout=0.0,
                  usage_window=100, restart_dead_codes=False, **kwargs):
         super().__init__(**kwargs)
-        for key, value in (("image_size", image_size), ("patch_size", patch_size),
-                           ("blocks", blocks), ("heads", heads), ("dim", dim),
-                           ("mlp_dim", mlp_dim), ("codebook_size", codebook_size),
-                           ("lookup_dim", lookup_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ZooError(f"vit_vqgan.{key} must be a positive integer, got {value!r}")
+        check_positive_ints("vit_vqgan", image_size=image_size, patch_size=patch_size,
+                            blocks=blocks, heads=heads, dim=dim, mlp_dim=mlp_dim,
+                            codebook_size=codebook_size, lookup_dim=lookup_dim)
         if image_size % patch_size:
             raise ZooError(f"image_size {image_size} is not a multiple of patch_size "
                            f"{patch_size}; pick sizes so that the patches tile the image")

@@ -112,12 +112,13 @@ class Demo:
             scorer_dir=self.path("contrastive"), guidance_scale=FLAGS.guidance_scale,
             grid_png=self.path("eval", "grid.png"))
         shapes = results.get("shapes", {})
-        acc, top = shapes.get("acceptance"), shapes.get("acceptance_top1")
-        acc_txt = f"shapes checker acceptance {acc:.1%} of all samples" if acc is not None else ""
-        if top is not None:
-            acc_txt += f", {top:.1%} of the reranked first picks"
-        acc_txt += ", " if acc_txt else ""
-        return f"{acc_txt}gallery {self.path('eval', 'index.html')}"
+        parts = []
+        if shapes.get("acceptance") is not None:
+            parts.append(f"shapes checker acceptance {shapes['acceptance']:.1%} of all samples")
+        if shapes.get("acceptance_top1") is not None:
+            parts.append(f"{shapes['acceptance_top1']:.1%} of the reranked first picks")
+        parts.append(f"gallery {self.path('eval', 'index.html')}")
+        return ", ".join(parts)
 
 
 STAGES = [
