@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -17,6 +18,10 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
                                "samples + evaluation"], 1):
         assert f"[{i}/5] {title}" in r.stdout, r.stdout
     assert "zoo-demo: done" in r.stdout
+    # The eval stage's line: acceptance of all samples (and of the reranker's first picks
+    # when there are several samples per prompt; --quick draws one).
+    assert re.search(r"shapes checker acceptance [\d.]+% of all samples, "
+                     r"([\d.]+% of the reranked first picks, )?gallery ", r.stdout), r.stdout
     assert (out / "spm" / "spm.model").exists()
     for stage in ("tokenizer", "contrastive", "parti"):
         run = json.loads((out / stage / "run.json").read_text())
