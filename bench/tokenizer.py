@@ -4,7 +4,12 @@ reconstruction quality of a trained tokenizer on held-out shapes images.
 
     python -m bench.tokenizer                                  # small, base, large at 256x256
     python -m bench.tokenizer --sizes=vit_vqgan_tiny --image_size=32 --batch=64
-    python -m bench.tokenizer --eval_dir=runs/tokenizer_tiny   # PSNR + codebook usage
+    python -m bench.tokenizer --eval_dir=runs/tokenizer_tiny   # PSNR, codebook usage, checker
+
+With --eval_dir it also runs the shapes checker on the reconstructions of held-out images and
+their captions: the acceptance a perfect code predictor would get, i.e. the ceiling of every
+Parti trained on this tokenizer. Pass the data settings the tokenizer trained on with
+--gin_file/--gin_bindings (e.g. --gin_file=runs/demo_data.gin).
 
 FLOPs are counted analytically (2 per multiply-add: patch embedding, qkv/out projections,
 attention scores and values, MLPs, heads); the matmul peak is the best of several 2048x2048
@@ -27,6 +32,11 @@ flags.DEFINE_string("eval_dir", None, "A vit_vqgan run directory to evaluate on 
                     "synthetic_shapes images instead of timing.")
 flags.DEFINE_string("eval_split", "validation", "Split of synthetic_shapes to evaluate on.")
 flags.DEFINE_integer("num_eval", 1024, "Held-out images to evaluate.")
+flags.DEFINE_integer("num_check", 256, "Of those, how many the shapes checker judges (real "
+                     "image and reconstruction).")
+flags.DEFINE_multi_string("gin_file", [], "Gin files with the data settings (e.g. "
+                          "runs/demo_data.gin).")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files.")
 FLAGS = flags.FLAGS
 
 
@@ -101,20 +111,32 @@ def time_size(name, image_size, batch, repeats):
             "encode_gflops": fe * batch / te / 1e9, "decode_gflops": fd * batch / td / 1e9}
 
 
-def evaluate(model_dir, split, num):
+def evaluate(model_dir, split, num, num_check=256):
     import numpy as np
     from zoo.data.pipeline import make_dataset
+    from zoo.eval.shapes_eval import shapes_acceptance
     from zoo.train.tokenizer_task import evaluate_reconstruction, load_tokenizer
     tok = load_tokenizer(model_dir)
     ds = make_dataset(dataset="synthetic_shapes", split=split, image_size=tok.image_size,
                       batch_size=256, repeat=False, shuffle=False, drop_remainder=False)
-    images = np.concatenate([np.asarray(b["image"]) for b in ds.take(-(-num // 256))])[:num]
+    batches = list(ds.take(-(-num // 256)))
+    images = np.concatenate([np.asarray(b["image"]) for b in batches])[:num]
+    captions = [c.decode() for b in batches for c in np.asarray(b["caption"])][:num]
     stats = evaluate_reconstruction(tok, images)
     print(f"tokenizer {model_dir} (step {tok_step(model_dir)}): {len(images)} held-out "
           f"synthetic_shapes/{split} images at {tok.image_size}x{tok.image_size}: PSNR "
           f"{stats['psnr']:.2f} dB, MSE {stats['mse']:.5f}, codebook usage "
           f"{100 * stats['codebook_usage']:.1f}% of {tok.codebook_size}, perplexity "
           f"{stats['perplexity']:.1f}")
+    n = min(num_check, len(images))
+    recon = np.concatenate([np.asarray(tok.decode(tok.encode(images[i:i + 64])))
+                            for i in range(0, n, 64)])
+    for name, imgs in (("real images", images[:n]), ("reconstructions", recon)):
+        result = shapes_acceptance(captions[:n], imgs)
+        stats[f"acceptance_{name.split()[0]}"] = result["acceptance"]
+        features = ", ".join(f"{k} {v:.2f}" for k, v in result["by_feature"].items())
+        print(f"  shapes checker on {n} {name}: acceptance {result['acceptance']:.3f} "
+              f"({features})")
     return stats
 
 
@@ -129,7 +151,9 @@ def main(argv):
     import zoo
     zoo.list("image_tokenizer")  # loads the built-in components
     if FLAGS.eval_dir:
-        evaluate(FLAGS.eval_dir, FLAGS.eval_split, FLAGS.num_eval)
+        from zoo import config
+        config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=False)
+        evaluate(FLAGS.eval_dir, FLAGS.eval_split, FLAGS.num_eval, FLAGS.num_check)
         return
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start "
           f"(shared machine); batch {FLAGS.batch}, {FLAGS.image_size}x{FLAGS.image_size}, best "

@@ -309,6 +309,8 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
 
     grad_step, apply_step = _make_step_functions(task, groups, dist, jit_compile)
     dataset = task.dataset(batch_size, seed, start_step)
+    if jit_compile:
+        dataset = _without_strings(dataset)
     batches = iter(dist.distribute_dataset(dataset))
     writer = SummaryWriter(os.path.join(model_dir, SUMMARY_SUBDIR) if is_chief else None)
 
@@ -452,6 +454,18 @@ def _untracked_state(trackables: Dict[str, Any]) -> Dict[str, List[tf.Variable]]
             if variables:
                 out[key] = variables
     return out
+
+
+def _without_strings(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Drops the string features (e.g. raw captions) of dict batches: XLA has no string type,
+    and a task's losses read the tokenized ids, not the text."""
+    spec = dataset.element_spec
+    if not isinstance(spec, dict):
+        return dataset
+    strings = [k for k, v in spec.items() if getattr(v, "dtype", None) == tf.string]
+    if not strings:
+        return dataset
+    return dataset.map(lambda b: {k: v for k, v in b.items() if k not in strings})
 
 
 def _make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile: bool):
