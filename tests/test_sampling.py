@@ -117,3 +117,28 @@ def test_bad_settings_are_clear_errors(model, prompts):
         Sampler(model)(*prompts, num_samples=0)
     with pytest.raises(ZooError, match="text_tokens and text_mask"):
         Sampler(model)(prompts[0], prompts[1][:, :3])
+
+
+def test_mixed_precision_model_samples_with_the_cache(prompts):
+    # The KV cache takes the dtype the projections compute in (bfloat16 here); a float32 cache
+    # made the cached step fail ("BatchMatMulV2 ... float32 does not match bfloat16").
+    keras.utils.set_random_seed(2)
+    m = MODELS.create("parti_micro", image_grid=(4, 4), image_vocab_size=24, decoder_layers=2,
+                      dropout=0.0, mixed_precision=True)
+    m.build()
+    decoder = m.decoder
+    cache = decoder.init_cache(3)
+    assert cache[0][0].dtype == tf.bfloat16
+    codes = Sampler(m, temperature=1.0, guidance_scale=1.2)(*prompts, seed=3).numpy()
+    assert codes.shape == (3, 4, 4) and codes.min() >= 0 and codes.max() < 24
+    # Teacher-forced: each cached step's logits equal the full pass's at that position (to
+    # bfloat16 rounding; greedy token-by-token equality is not stable under bf16 near-ties).
+    memory, memory_mask = m.encode_text(*prompts)
+    flat = tf.constant(codes.reshape(3, 16))
+    full = decoder(flat, memory, memory_mask).numpy()
+    kv = decoder.memory_kv(memory)
+    prev = tf.fill([3], decoder.bos_id)
+    for t in range(16):
+        logits, cache = decoder.step(prev, tf.constant(t), cache, kv, memory_mask)
+        np.testing.assert_allclose(logits.numpy(), full[:, t], atol=0.1, rtol=0.05)
+        prev = flat[:, t]

@@ -297,7 +297,10 @@ class DecoderBlock(keras.layers.Layer):
     def memory_kv(self, memory):
         return self.cross_attention.memory_kv(memory)
 
-    def init_cache(self, batch_size, tokens, dtype="float32"):
+    def init_cache(self, batch_size, tokens, dtype=None):
+        """Zero (key, value) caches [B, heads, tokens, head_dim] in the dtype the block's
+        projections compute in (bfloat16 under mixed precision) unless `dtype` is given."""
+        dtype = dtype or self.self_attention.compute_dtype
         shape = (batch_size, self.heads, tokens, self.width // self.heads)
         return ops.zeros(shape, dtype), ops.zeros(shape, dtype)
 

@@ -163,7 +163,7 @@ class ImageDecoder(keras.layers.Layer):
                       training=training)
         return self.logits(self.final_norm(x))
 
-    def init_cache(self, batch_size, dtype="float32"):
+    def init_cache(self, batch_size, dtype=None):
         return [block.init_cache(batch_size, self.num_tokens, dtype) for block in self.blocks]
 
     def step(self, prev_tokens, t, cache, memory_kv, memory_mask):

@@ -211,7 +211,7 @@ class Sampler:
                 return t + 1, token, codes, cache
 
             batch = 2 * rows if self.guided else rows
-            cache = decoder.init_cache(batch, memory.dtype)
+            cache = decoder.init_cache(batch)
             prev = tf.fill([rows], decoder.bos_id)
             _, _, codes, _ = tf.while_loop(
                 lambda t, *_: t < n, body, (tf.constant(0), prev, codes, cache),
