@@ -23,6 +23,16 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     assert re.search(r"shapes checker acceptance [\d.]+% of all samples, "
                      r"([\d.]+% of the reranked first picks, )?gallery ", r.stdout), r.stdout
     assert (out / "spm" / "spm.model").exists()
+    # BPE keeps every caption word one piece (unigram on this little text splits words into
+    # letters shared across words: "green" -> _ g re en).
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm" / "spm.model"))
+    assert sp.encode("a little green triangle at the top", out_type=str) == [
+        "\u2581a", "\u2581little", "\u2581green", "\u2581triangle", "\u2581at", "\u2581the",
+        "\u2581top"]
+    # The demo's images are 48x48 (cells of the 3x3 grid are 4x4 codes of 4x4 pixels).
+    tok = json.loads((out / "tokenizer" / "run.json").read_text())
+    assert '"image_size": 48' in json.dumps(tok), tok
     for stage in ("tokenizer", "contrastive", "parti"):
         run = json.loads((out / stage / "run.json").read_text())
         assert run["task"] in ("vit_vqgan", "contrastive", "parti"), run

@@ -40,7 +40,12 @@ flags.DEFINE_bool("quick", False, "Smoke test: a few steps per stage and a tiny 
                   "tests; the results mean nothing).")
 FLAGS = flags.FLAGS
 
-SPM_VOCAB = 256  # the shapes captions use ~60 words; shrunk to what the text supports
+# The shapes captions use ~45 distinct words. On so little text SentencePiece's unigram model
+# supports at most 58 pieces, mostly single letters ("green" -> _ g re en, "red" -> _ re d), so
+# the text encoder has to learn words from letter pieces it shares across words. BPE keeps every
+# word one piece ("_green", "_red") at any vocabulary size.
+SPM_VOCAB = 256
+SPM_MODEL_TYPE = "bpe"
 
 
 @dataclasses.dataclass
@@ -73,7 +78,8 @@ class Demo:
         texts = list(pipeline.captions("synthetic_shapes", "train",
                                        max_sentences=2000 if self.quick else 20000))
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        train_sentencepiece(texts, out, vocab_size=SPM_VOCAB, shrink_to_fit=True)
+        train_sentencepiece(texts, out, vocab_size=SPM_VOCAB, model_type=SPM_MODEL_TYPE,
+                            shrink_to_fit=True)
         return out
 
     def train_stage(self, gin_file: str, subdir: str, extra: List[str]) -> str:
