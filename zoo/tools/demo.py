@@ -32,7 +32,7 @@ from zoo.tools import common
 common.define_gin_flags()
 flags.DEFINE_list("stages", None, "Stages to run (default: all): spm, tokenizer, contrastive, "
                   "parti, eval.")
-flags.DEFINE_integer("num_prompts", 32, "Held-out shapes captions to sample in the eval stage.")
+flags.DEFINE_integer("num_prompts", 64, "Held-out shapes captions to sample in the eval stage.")
 flags.DEFINE_integer("num_samples", 4, "Samples per prompt (reranked by the contrastive scorer).")
 flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale for the eval stage "
                    "(default: the sampler's, Parti's 1.2 unless the demo gin says otherwise).")
