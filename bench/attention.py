@@ -7,10 +7,11 @@ Inputs are one example's attention at Parti-350M width (16 heads of 64) unless c
 q, k, v [batch, 16, h*w, 64] float32. "dense masked" is the reference the kernels are tested
 against (every query scored against every key, then the conv_shaped mask applied); the
 sparse kernels compute only the keys each query may see. Every function is a tf.function
-(graph mode, no XLA); times are the best of --repeats runs, as wall time and as the process's
-CPU time (all threads; on a machine shared with other jobs the CPU time is the steadier
-measure of the work done); peak memory is TF's CPU allocator peak during one run minus what was
-allocated before (inputs excluded). Ratios are measured in the same run.
+(graph mode; --xla compiles every one of them, the reference too); times are the best of
+--repeats runs, as wall time and as the process's CPU time (all threads; on a machine shared
+with other jobs the CPU time is the steadier measure of the work done); peak memory is TF's CPU
+allocator peak during one run minus what was allocated before (inputs excluded). Ratios are
+measured in the same run.
 """
 
 import argparse
@@ -52,6 +53,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backward", action="store_true",
                         help="time forward + gradients w.r.t. q, k, v")
+    parser.add_argument("--xla", action="store_true",
+                        help="XLA-compile every candidate, the dense reference included")
     parser.add_argument("--tiles", default="1x8,2x8,4x8,2x16",
                         help="extra conv_shaped query tiles (rows x cols) to compare")
     args = parser.parse_args()
@@ -60,7 +63,8 @@ def main():
     from zoo.registry import ATTENTION
 
     print(f"batch {args.batch}, {args.heads} heads of {args.head_dim}, float32, "
-          f"{'forward + backward' if args.backward else 'forward'}")
+          f"{'forward + backward' if args.backward else 'forward'}"
+          f"{', XLA' if args.xla else ''}")
     for g in (int(x) for x in args.grids.split(",")):
         n = g * g
         shape = [args.batch, args.heads, n, args.head_dim]
@@ -89,9 +93,9 @@ def main():
                         tape.watch([q, k, v])
                         loss = tf.reduce_sum(f(q, k, v))
                     return tape.gradient(loss, [q, k, v])
-                fn = tf.function(step)
+                fn = tf.function(step, jit_compile=args.xla)
             else:
-                fn = tf.function(f)
+                fn = tf.function(f, jit_compile=args.xla)
             seconds, cpu, peak = measure(fn, (q, k, v), args.repeats)
             results.append((name, seconds, cpu, peak))
         ref_t, ref_c, ref_m = results[0][1:]
