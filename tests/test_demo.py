@@ -31,8 +31,9 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
         "\u2581a", "\u2581little", "\u2581green", "\u2581triangle", "\u2581at", "\u2581the",
         "\u2581top"]
     # The demo's images are 48x48 (cells of the 3x3 grid are 4x4 codes of 4x4 pixels).
-    tok = json.loads((out / "tokenizer" / "run.json").read_text())
-    assert '"image_size": 48' in json.dumps(tok), tok
+    tok = json.loads((out / "tokenizer" / "run.json").read_text())["task_config"]
+    assert tok["tokenizer_options"]["image_size"] == 48, tok
+    assert tok["tokenizer_options"]["patch_size"] == 4, tok
     for stage in ("tokenizer", "contrastive", "parti"):
         run = json.loads((out / stage / "run.json").read_text())
         assert run["task"] in ("vit_vqgan", "contrastive", "parti"), run
