@@ -78,12 +78,14 @@ def test_cli_partiprompts_grouped(tmp_path):
     run = tiny_parti_run()
     out = tmp_path / "p2"
     r = run_tool("eval", f"--model_dir={run / 'parti'}", "--prompts=partiprompts",
-                 "--num_prompts=3", "--num_samples=1", f"--output_dir={out}", "--noprogress")
+                 "--num_prompts=3", "--num_samples=1", f"--output_dir={out}", "--noprogress",
+                 "--xla")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "by category" in r.stdout and "gallery:" in r.stdout
     results = json.loads((out / "results.json").read_text())
     assert len(results["groups"]["category"]) == 3  # one prompt from each of 3 categories
     assert "shapes_acceptance" not in results["metrics"]
+    assert results["xla"] is True  # --xla reached the sampler (an XLA-compiled decode loop)
     page = (out / "index.html").read_text()
     assert "<h2" in page and "<h3" in page
 
