@@ -28,6 +28,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["zoo", "zoo.*"]),
+    # C++ sources of the native ops, compiled on first use (zoo.attention.native).
+    package_data={"zoo.attention.native": ["*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "hypothesis==6.170.17", "scipy==1.17.1"],

@@ -6,7 +6,10 @@
 Inputs are one example's attention at Parti-350M width (16 heads of 64) unless changed:
 q, k, v [batch, 16, h*w, 64] float32. "dense masked" is the reference the kernels are tested
 against (every query scored against every key, then the conv_shaped mask applied); the
-sparse kernels compute only the keys each query may see. Every function is a tf.function
+sparse kernels compute only the keys each query may see. "conv_shaped" runs its fused native
+op (zoo.attention.native; its gradient, with --backward, is the pure-TF kernel's; under --xla
+it falls back to the pure-TF kernel), "conv_shaped pure TF" the tiled TF kernel (native=False),
+as do the --tiles rows. Every function is a tf.function
 (graph mode; --xla compiles every one of them, the reference too); times are the best of
 --repeats runs, as wall time and as the process's CPU time (all threads; on a machine shared
 with other jobs the CPU time is the steadier measure of the work done); peak memory is TF's CPU
@@ -56,7 +59,7 @@ def main():
     parser.add_argument("--xla", action="store_true",
                         help="XLA-compile every candidate, the dense reference included")
     parser.add_argument("--tiles", default="1x8,2x8,4x8,2x16",
-                        help="extra conv_shaped query tiles (rows x cols) to compare")
+                        help="extra pure-TF conv_shaped query tiles (rows x cols) to compare")
     args = parser.parse_args()
     import zoo.attention  # noqa: F401
     from zoo.attention.base import dense_masked_attention
@@ -73,8 +76,10 @@ def main():
         mask = tf.constant(conv.mask((g, g)))
         candidates = [("dense masked (reference)",
                        lambda q, k, v: dense_masked_attention(q, k, v, mask))]
-        for name in ("dense", "row", "column", "conv_shaped"):
-            kernel = ATTENTION.create(name)
+        kernels = [(name, ATTENTION.create(name))
+                   for name in ("dense", "row", "column", "conv_shaped")]
+        kernels.append(("conv_shaped pure TF", ATTENTION.create("conv_shaped", native=False)))
+        for name, kernel in kernels:
             candidates.append((name, lambda q, k, v, kernel=kernel: kernel(q, k, v, (g, g))))
         for tile in args.tiles.split(","):
             if not tile:
@@ -82,8 +87,9 @@ def main():
             rows, cols = (int(x) for x in tile.split("x"))
             if g % rows or g % cols:
                 continue
-            kernel = ATTENTION.create("conv_shaped", block_rows=rows, block_cols=cols)
-            candidates.append((f"conv_shaped tiles {rows}x{cols}",
+            kernel = ATTENTION.create("conv_shaped", block_rows=rows, block_cols=cols,
+                                      native=False)
+            candidates.append((f"conv_shaped TF tiles {rows}x{cols}",
                                lambda q, k, v, kernel=kernel: kernel(q, k, v, (g, g))))
         results = []
         for name, f in candidates:

@@ -1,10 +1,14 @@
 """Attention kernels: masks as DESIGN.md defines them, sparse == dense masked, KV-cache steps."""
 
+import logging
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import zoo.attention  # noqa: F401
+from zoo.attention import native
 from zoo.attention.base import AttentionKernel, dense_masked_attention
 from zoo.errors import UnknownNameError, ZooError
 from zoo.registry import ATTENTION
@@ -61,10 +65,13 @@ def _qkv(grid, seed=0, b=2, heads=3, d=8):
     return [tf.constant(rng.normal(size=(b, heads, n, d)).astype(np.float32)) for _ in range(3)]
 
 
+# conv_shaped runs its native op by default (when it builds); native=False is the tiled TF
+# kernel, whose query tiles block_rows x block_cols only matter there.
 CASES = [("dense", {}), ("row", {}), ("column", {}), ("conv_shaped", {}),
          ("conv_shaped", {"kernel_size": 3}), ("conv_shaped", {"kernel_size": 5}),
-         ("conv_shaped", {"block_rows": 2, "block_cols": 4}),
-         ("conv_shaped", {"block_rows": 3, "block_cols": 1})]
+         ("conv_shaped", {"native": False}), ("conv_shaped", {"kernel_size": 3, "native": False}),
+         ("conv_shaped", {"block_rows": 2, "block_cols": 4, "native": False}),
+         ("conv_shaped", {"block_rows": 3, "block_cols": 1, "native": False})]
 
 
 @pytest.mark.parametrize("name,config", CASES)
@@ -111,12 +118,13 @@ def _largest_intermediate(fn, *args):
     return max(sizes)
 
 
-@pytest.mark.parametrize("name", ["row", "column", "conv_shaped"])
-def test_sparse_kernels_never_build_a_dense_score_matrix(name):
+@pytest.mark.parametrize("name,config", [("row", {}), ("column", {}), ("conv_shaped", {}),
+                                         ("conv_shaped", {"native": False})])
+def test_sparse_kernels_never_build_a_dense_score_matrix(name, config):
     grid, b, heads, d = (32, 32), 1, 1, 4
     n = grid[0] * grid[1]
     spec = tf.TensorSpec([b, heads, n, d], tf.float32)
-    kernel = ATTENTION.create(name)
+    kernel = ATTENTION.create(name, **config)
     largest = _largest_intermediate(lambda q, k, v: kernel(q, k, v, grid), spec, spec, spec)
     assert largest <= 0.25 * n * n, (name, largest)
     dense = ATTENTION.create("dense")
@@ -131,6 +139,147 @@ def test_bf16_inputs_stay_close_to_float32():
     assert low.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(low, tf.float32).numpy(), kernel(q, k, v, grid).numpy(),
                                atol=0.05)
+
+
+# -- conv_shaped's native op ---------------------------------------------------------------------
+
+def _uses_native_op(kernel, q, k, v, grid, jit_compile=False):
+    fn = tf.function(lambda q, k, v: kernel(q, k, v, grid), jit_compile=jit_compile)
+    graph = fn.get_concrete_function(q, k, v).graph
+    return any(op.type == "ZooConvShapedAttention" for op in graph.get_operations())
+
+
+@pytest.fixture
+def native_library(monkeypatch, caplog):
+    """The op library; fails (never skips) when g++ exists but the op does not build."""
+    monkeypatch.delenv("ZOO_NATIVE_OPS", raising=False)
+    if shutil.which(native.COMPILER) is None:
+        pytest.skip(f"{native.COMPILER} is not installed")
+    library = native.load("conv_shaped_attention")
+    if library is None:  # build again to show why (the loader warns once per process)
+        monkeypatch.setattr(native, "_LIBRARIES", {})
+        monkeypatch.setattr(logging.getLogger("zoo"), "propagate", True)
+        with caplog.at_level(logging.WARNING, logger="zoo"):
+            native.load("conv_shaped_attention")
+        pytest.fail(f"the native conv_shaped op did not build or load: {caplog.text}")
+    return library
+
+
+@pytest.mark.parametrize("grid,kernel_size,b,d,dv", [
+    ((6, 12), 11, 2, 20, 20),  # square-ish, head_dim not a multiple of 16
+    ((12, 8), 11, 1, 64, 64),  # the specialised head_dim
+    ((3, 4), 11, 2, 8, 8),  # grid smaller than the kernel
+    ((5, 5), 3, 3, 32, 32),
+    ((9, 7), 3, 2, 5, 12),  # value dim != key dim
+    ((1, 7), 11, 2, 8, 8),
+    ((7, 1), 3, 2, 8, 8),
+    ((4, 6), 1, 2, 8, 8),  # kernel_size 1: each token sees itself
+])
+def test_native_conv_shaped_equals_dense_masked(native_library, grid, kernel_size, b, d, dv):
+    kernel = ATTENTION.create("conv_shaped", kernel_size=kernel_size)
+    q, k, _ = _qkv(grid, seed=4, b=b, d=d)
+    v = _qkv(grid, seed=5, b=b, d=dv)[2]
+    assert _uses_native_op(kernel, q, k, v, grid)
+    ref = dense_masked_attention(q, k, v, reference_mask("conv_shaped", *grid, kernel_size))
+    np.testing.assert_allclose(kernel(q, k, v, grid).numpy(), ref.numpy(), atol=1e-5)
+    graph_out = tf.function(lambda q, k, v: kernel(q, k, v, grid))(q, k, v)
+    np.testing.assert_allclose(graph_out.numpy(), ref.numpy(), atol=1e-5)
+
+
+def test_native_op_rejects_bad_shapes(native_library):
+    q, k, v = _qkv((3, 4), d=8)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="12 tokens|3x5"):
+        native_library.zoo_conv_shaped_attention(q, k, v, height=3, width=5, radius=1)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="shape"):
+        native_library.zoo_conv_shaped_attention(q, k[..., :4], v, height=3, width=4,
+                                                 radius=1)
+
+
+def test_native_gradients_equal_the_tf_kernel(native_library):
+    grid = (5, 6)
+    q, k, v = _qkv(grid, seed=5, d=12)
+    upstream = _qkv(grid, seed=6, d=12)[0]  # a non-uniform output gradient
+
+    def gradients(kernel, fn_wrapper):
+        def fn(q, k, v):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v])
+                out = kernel(q, k, v, grid)
+            return tape.gradient(out, [q, k, v], output_gradients=upstream)
+        return [g.numpy() for g in fn_wrapper(fn)(q, k, v)]
+
+    fast = ATTENTION.create("conv_shaped", kernel_size=5)
+    reference = ATTENTION.create("conv_shaped", kernel_size=5, native=False)
+    assert _uses_native_op(fast, q, k, v, grid)
+    want = gradients(reference, tf.function)
+    for wrapper in (lambda fn: fn, tf.function):  # eager and graph
+        for got, ref in zip(gradients(fast, wrapper), want):
+            np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_the_tf_kernel_runs_when_native_is_off_or_cannot_apply(native_library, monkeypatch):
+    grid = (4, 5)
+    q, k, v = _qkv(grid)
+    assert _uses_native_op(ATTENTION.create("conv_shaped"), q, k, v, grid)
+    off = ATTENTION.create("conv_shaped", native=False)
+    assert off.get_config()["native"] is False
+    assert not _uses_native_op(off, q, k, v, grid)
+    # Mixed precision, and XLA-compiled functions (the op has no XLA kernel).
+    low = [tf.cast(x, tf.bfloat16) for x in (q, k, v)]
+    assert not _uses_native_op(ATTENTION.create("conv_shaped"), *low, grid)
+    assert not _uses_native_op(ATTENTION.create("conv_shaped"), q, k, v, grid, jit_compile=True)
+    monkeypatch.setenv("ZOO_NATIVE_OPS", "0")
+    assert not _uses_native_op(ATTENTION.create("conv_shaped"), q, k, v, grid)
+
+
+def test_conv_shaped_on_a_dtensor_mesh_matches_one_device(native_library):
+    """The op has no DTensor layout rules: on a mesh the TF kernel runs."""
+    from zoo import distribute
+    dist = distribute.get(mesh="batch:8", layout_rules=[])
+    grid = (4, 5)
+    q, k, v = _qkv(grid, b=8, heads=2)
+    kernel = ATTENTION.create("conv_shaped", kernel_size=3)
+    want = kernel(q, k, v, grid).numpy()
+    args = [dist.distribute_values(x) for x in (q, k, v)]
+    got = dist.gather(dist.run(tf.function(lambda q, k, v: kernel(q, k, v, grid)), *args))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+
+
+def test_saved_models_do_not_need_the_op_library(native_library, tmp_path):
+    grid = (3, 4)
+    q, k, v = _qkv(grid, b=1)
+    kernel = ATTENTION.create("conv_shaped", kernel_size=3)
+    module = tf.Module()
+    module.attend = tf.function(lambda q, k, v: kernel(q, k, v, grid),
+                                input_signature=[tf.TensorSpec(q.shape, tf.float32)] * 3)
+    want = module.attend(q, k, v)  # traced outside the save: the native op
+    tf.saved_model.save(module, str(tmp_path))
+    assert b"ZooConvShapedAttention" not in (tmp_path / "saved_model.pb").read_bytes()
+    got = tf.saved_model.load(str(tmp_path)).attend(q, k, v)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("compiler", ["zoo-no-such-compiler", "false"])
+def test_a_failing_build_falls_back_with_one_warning(compiler, monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("ZOO_NATIVE_OPS", raising=False)
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_LIBRARIES", {})
+    monkeypatch.setattr(native, "COMPILER", compiler)
+    monkeypatch.setattr(logging.getLogger("zoo"), "propagate", True)
+    grid = (4, 5)
+    q, k, v = _qkv(grid)
+    kernel = ATTENTION.create("conv_shaped", kernel_size=3)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        outs = [kernel(q, k, v, grid) for _ in range(2)]
+        assert not _uses_native_op(kernel, q, k, v, grid)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "pure-TF kernel" in warnings[0]
+    assert ("not found" if compiler != "false" else "exited with") in warnings[0]
+    ref = dense_masked_attention(q, k, v, reference_mask("conv_shaped", *grid, 3))
+    for out in outs:
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+    assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
 
 
 # -- plugins and errors ------------------------------------------------------------------------
