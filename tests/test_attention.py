@@ -199,22 +199,33 @@ def test_native_gradients_equal_the_tf_kernel(native_library):
     grid = (5, 6)
     q, k, v = _qkv(grid, seed=5, d=12)
     upstream = _qkv(grid, seed=6, d=12)[0]  # a non-uniform output gradient
+    fast = ATTENTION.create("conv_shaped", kernel_size=5)
+    reference = ATTENTION.create("conv_shaped", kernel_size=5, native=False)
 
-    def gradients(kernel, fn_wrapper):
+    def tape_gradients(kernel):
         def fn(q, k, v):
             with tf.GradientTape() as tape:
                 tape.watch([q, k, v])
                 out = kernel(q, k, v, grid)
             return tape.gradient(out, [q, k, v], output_gradients=upstream)
-        return [g.numpy() for g in fn_wrapper(fn)(q, k, v)]
+        return fn
 
-    fast = ATTENTION.create("conv_shaped", kernel_size=5)
-    reference = ATTENTION.create("conv_shaped", kernel_size=5, native=False)
-    assert _uses_native_op(fast, q, k, v, grid)
-    want = gradients(reference, tf.function)
-    for wrapper in (lambda fn: fn, tf.function):  # eager and graph
-        for got, ref in zip(gradients(fast, wrapper), want):
-            np.testing.assert_allclose(got, ref, atol=1e-5)
+    # tf.gradients over a graph holding the op: the op's custom gradient (the tiled kernel's).
+    graph_fn = tf.function(lambda q, k, v: tf.gradients(fast(q, k, v, grid), [q, k, v],
+                                                        grad_ys=upstream))
+    assert any(op.type == "ZooConvShapedAttention"
+               for op in graph_fn.get_concrete_function(q, k, v).graph.get_operations())
+    want = [g.numpy() for g in tf.function(tape_gradients(reference))(q, k, v)]
+    for got, ref in zip(graph_fn(q, k, v), want):
+        np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
+    # Under a GradientTape (training) the tiled kernel runs, eagerly and traced: the same
+    # gradients, and no op in the traced graph.
+    traced = tf.function(tape_gradients(fast))
+    assert not any(op.type == "ZooConvShapedAttention"
+                   for op in traced.get_concrete_function(q, k, v).graph.get_operations())
+    for fn in (tape_gradients(fast), traced):
+        for got, ref in zip(fn(q, k, v), want):
+            np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
 
 
 def test_the_tf_kernel_runs_when_native_is_off_or_cannot_apply(native_library, monkeypatch):

@@ -43,8 +43,9 @@ class ConvShapedAttention(AttentionKernel):
             with static token and head dimensions, outside XLA-compiled functions, SavedModel
             exports and DTensor meshes, when the op builds; otherwise, and with
             `native=False` or the environment variable ZOO_NATIVE_OPS=0, the pure-TF tiled
-            kernel runs. Gradients are always the tiled kernel's (its forward pass is
-            recomputed in the backward pass).
+            kernel runs; it also runs under a GradientTape (training: forward and backward
+            cost the same either way). Gradients are always the tiled kernel's (`tf.gradients`
+            over the op recomputes the tiled forward pass).
     """
 
     name = "conv_shaped"
@@ -144,6 +145,11 @@ class ConvShapedAttention(AttentionKernel):
         if any(s.rank != 4 or not s[2:].is_fully_defined() for s in shapes):
             return None
         if not native.usable_on(q, k, v):
+            return None
+        if native.gradient_tape_recording():
+            # Under a GradientTape (training) the tiled kernel runs forward and backward: the
+            # op's forward plus the tiled kernel's recomputation in the backward pass costs as
+            # much, and training keeps one set of numerics whichever process runs it.
             return None
         library = native.load("conv_shaped_attention")
         return None if library is None else library.zoo_conv_shaped_attention

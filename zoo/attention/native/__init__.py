@@ -84,6 +84,12 @@ def usable_on(*tensors) -> bool:
                 and any(dtensor_api.is_dtensor(t) for t in tensors))
 
 
+def gradient_tape_recording() -> bool:
+    """Whether a GradientTape may record the ops made now (eagerly or while tracing)."""
+    from tensorflow.python.eager import record
+    return record.could_possibly_record()
+
+
 class _BuildError(Exception):
     pass
 
