@@ -7,14 +7,13 @@ Inputs are one example's attention at Parti-350M width (16 heads of 64) unless c
 q, k, v [batch, 16, h*w, 64] float32. "dense masked" is the reference the kernels are tested
 against (every query scored against every key, then the conv_shaped mask applied); the
 sparse kernels compute only the keys each query may see. "conv_shaped" runs its fused native
-op (zoo.attention.native; its gradient, with --backward, is the pure-TF kernel's; under --xla
-it falls back to the pure-TF kernel), "conv_shaped pure TF" the tiled TF kernel (native=False),
-as do the --tiles rows. Every function is a tf.function
-(graph mode; --xla compiles every one of them, the reference too); times are the best of
---repeats runs, as wall time and as the process's CPU time (all threads; on a machine shared
-with other jobs the CPU time is the steadier measure of the work done); peak memory is TF's CPU
-allocator peak during one run minus what was allocated before (inputs excluded). Ratios are
-measured in the same run.
+op (zoo.attention.native; with --backward or --xla it runs the pure-TF kernel, as it does
+under any GradientTape or XLA compilation), "conv_shaped pure TF" and the --tiles rows the
+tiled TF kernel (native=False). Every function is a tf.function (graph mode; --xla compiles
+every one of them, the reference too); times are the best of --repeats runs, as wall time and
+as the process's CPU time (all threads; on a machine shared with other jobs the CPU time is the
+steadier measure of the work done); peak memory is TF's CPU allocator peak during one run minus
+what was allocated before (inputs excluded). Ratios are measured in the same run.
 """
 
 import argparse

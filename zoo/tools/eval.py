@@ -61,7 +61,8 @@ def _define_flags():
     flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
     flags.DEFINE_bool("xla", False, "XLA-compile the decode loop (as zoo-sample --xla): a "
-                      "compile at the start, then several times faster sampling.")
+                      "slower start (compiling), faster steps for large float32 models; no "
+                      "faster for the bf16 demo model (bench/RESULTS.md).")
     flags.DEFINE_string("scorer_dir", None, "A contrastive zoo-train run: reranks samples "
                         "and gives the contrastive agreement score.")
     flags.DEFINE_string("scorer", None, "A registered scorer name instead of --scorer_dir "
@@ -74,10 +75,11 @@ def _define_flags():
 def run_eval(model_dir: str, prompts: str = "shapes", output_dir: Optional[str] = None, *,
              num_prompts: Optional[int] = None, num_samples: int = 4, seed: int = 0,
              guidance_scale: Optional[float] = None, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, batch_size: int = 8, xla: bool = False, scorer_dir: Optional[str] = None,
-             scorer: Optional[str] = None, reference_dir: Optional[str] = None,
-             feature_network: str = "inception_v3", step: Optional[int] = None,
-             grid_png: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+             top_p: float = 1.0, batch_size: int = 8, xla: bool = False,
+             scorer_dir: Optional[str] = None, scorer: Optional[str] = None,
+             reference_dir: Optional[str] = None, feature_network: str = "inception_v3",
+             step: Optional[int] = None, grid_png: Optional[str] = None,
+             progress: bool = True) -> Dict[str, Any]:
     """Everything zoo-eval does; returns the results dict (see zoo.eval.evaluate)."""
     from zoo.eval import evaluate as evaluate_lib
 
@@ -196,9 +198,9 @@ def main(argv):
         FLAGS.model_dir, FLAGS.prompts, FLAGS.output_dir, num_prompts=FLAGS.num_prompts,
         num_samples=FLAGS.num_samples, seed=FLAGS.seed, guidance_scale=FLAGS.guidance_scale,
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-        batch_size=FLAGS.batch_size, xla=FLAGS.xla, scorer_dir=FLAGS.scorer_dir, scorer=FLAGS.scorer,
-        reference_dir=FLAGS.reference_dir, feature_network=FLAGS.feature_network,
-        step=FLAGS.step, progress=FLAGS.progress)
+        batch_size=FLAGS.batch_size, xla=FLAGS.xla, scorer_dir=FLAGS.scorer_dir,
+        scorer=FLAGS.scorer, reference_dir=FLAGS.reference_dir,
+        feature_network=FLAGS.feature_network, step=FLAGS.step, progress=FLAGS.progress)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
     from zoo.eval.report import RESULTS_NAME, SUMMARY_NAME
     with open(os.path.join(output_dir, SUMMARY_NAME), encoding="utf-8") as f:
