@@ -321,6 +321,8 @@ def test_a_plugin_kernel_with_only_a_pattern_works_by_name():
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ZooError, match="kernel_size must be a positive odd int"):
         ATTENTION.create("conv_shaped", kernel_size=4)
+    with pytest.raises(ZooError, match="conv_shaped.native must be True or False, got 'yes'"):
+        ATTENTION.create("conv_shaped", native="yes")
     with pytest.raises(UnknownNameError, match="did you mean 'conv_shaped'"):
         ATTENTION.create("conv_shapd")
     with pytest.raises(UnknownNameError, match="kernel_sise"):
