@@ -20,10 +20,12 @@ ops the graph uses):
 Signatures: `serving_default` takes only `prompts` (seed, number of samples and guidance scale
 as exported); `generate` takes all four. Sample s of prompt p depends only on (seed, p, s), as
 in zoo-sample, so the same seed gives the same images as `zoo-sample` for the same prompts.
-Temperature, top-k and top-p are fixed at export time (flags).
+Temperature, top-k and top-p are fixed at export time (flags, else the run's recorded settings
+in sampling.json, else the defaults).
 """
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ from absl import flags
 from zoo.errors import ZooError
 from zoo.tools import common
 
+log = logging.getLogger("zoo")
 SIGNATURE_FULL = "generate"
 INFO_FILE = "zoo_export.json"
 
@@ -171,12 +174,15 @@ def _define_flags():
     _FLAGS_DEFINED = True
     flags.DEFINE_string("output_dir", None, "Folder to write the SavedModel to (default: "
                         "<model_dir>/export; an earlier export there is replaced).")
-    flags.DEFINE_float("temperature", 1.0, "Sampling temperature baked into the graph "
-                       "(0 = greedy).")
-    flags.DEFINE_integer("top_k", 0, "Keep the k most likely codes at each step (0 = all).")
-    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
-    flags.DEFINE_float("guidance_scale", 1.2, "Default classifier-free guidance scale "
-                       "(serving_default; `generate` takes it as an input). Parti: 1.2.")
+    flags.DEFINE_float("temperature", None, "Sampling temperature baked into the graph "
+                       "(0 = greedy; default: the run's recorded setting, else 1.0).")
+    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step (0 = all; "
+                         "default: the run's recorded setting, else 0).")
+    flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off; default: the run's "
+                       "recorded setting, else 1).")
+    flags.DEFINE_float("guidance_scale", None, "Default classifier-free guidance scale "
+                       "(serving_default; `generate` takes it as an input; default: the run's "
+                       "recorded setting, else Parti's 1.2).")
     flags.DEFINE_integer("num_samples", 1, "Default samples per prompt for serving_default.")
     flags.DEFINE_integer("seed", 0, "Default seed for serving_default.")
     flags.DEFINE_integer("step", None, "Checkpoint step of --model_dir (default: newest).")
@@ -185,15 +191,23 @@ def _define_flags():
 
 
 def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=None,
-                     temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, num_samples=1,
-                     seed=0) -> Path:
-    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder."""
+                     temperature=None, top_k=None, top_p=None, guidance_scale=None,
+                     num_samples=1, seed=0) -> Path:
+    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder.
+
+    Sampling settings left None take the run's recorded ones (sampling.json), else defaults.
+    """
     if not model_dir:
         raise ZooError("--model_dir is required: the directory of a `parti` zoo-train run")
     if not os.path.isdir(model_dir):
         raise ZooError(f"--model_dir {model_dir!r} does not exist; pass the directory of a "
                        f"`parti` zoo-train run (e.g. runs/demo/parti from zoo-demo)")
+    from zoo.models import sampling_settings
     from zoo.models.sampling import TextToImage
+    settings = sampling_settings.resolve(model_dir, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, guidance_scale=guidance_scale)
+    log.info("zoo-export: sampling settings: %s", settings.describe())
+    temperature, top_k, top_p, guidance_scale = (settings.values[k] for k in sampling_settings.KEYS)
     pipe = TextToImage.from_model_dir(model_dir, step=step, upsampler_dir=upsampler_dir)
     upsampler = pipe.upsampler.upsample if pipe.upsampler is not None else None
     module = build_serving_module(
