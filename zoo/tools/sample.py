@@ -24,6 +24,8 @@ its weights sharded by the layout rules and the prompts are spread over the batc
 batch is padded to a multiple of it).
 """
 
+import os
+
 from absl import flags
 
 from zoo.tools import common
