@@ -10,7 +10,7 @@ import sentencepiece
 
 from helpers_data import corpus, make_shapes_folder
 from zoo.errors import ZooError
-from zoo.tools.train_spm import VocabSizeError, train_sentencepiece
+from zoo.tokenizers.spm_training import VocabSizeError, train_sentencepiece
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
