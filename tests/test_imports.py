@@ -113,6 +113,35 @@ def test_only_tools_import_tools():
     assert not offenders, "the library imports its tools: " + "; ".join(offenders)
 
 
+# Lazy imports that still close a package cycle, each with its owner; an entry must go once its
+# import does (the test says so), and no new one may appear.
+KNOWN_LAZY_CYCLE_EDGES = {
+    # TextToImage.from_model_dir loads a run with zoo.train.loop.load_task (models -> train
+    # while every task imports its model): to go when loading a run moves out of zoo.models.
+    ("zoo.models.sampling", "zoo.train"),
+}
+
+
+def test_no_import_cycle_at_import_time():
+    """Module-level imports (package __init__ files included) form no cycle: no module is
+    ever run while half imported."""
+    assert cycles(module_graph(import_time_only=True)) == []
+
+
+def test_no_import_cycle_between_packages():
+    graph = module_graph()
+    known = {(m, t) for m, targets in graph.items() for t in targets
+             if (m, package_of(t)) in KNOWN_LAZY_CYCLE_EDGES}
+    stale = KNOWN_LAZY_CYCLE_EDGES - {(m, package_of(t)) for m, t in known}
+    assert not stale, f"these imports are gone, drop them from KNOWN_LAZY_CYCLE_EDGES: {stale}"
+    for m, t in known:
+        del graph[m][t]
+    found = cycles(package_graph(graph))
+    detail = {a: {b: where for b, where in package_graph(graph)[a].items()
+                  if any(b in c and a in c for c in found)} for c in found for a in c}
+    assert not found, f"import cycles between zoo packages: {found}; edges: {detail}"
+
+
 def test_the_checks_see_a_planted_tools_import_and_cycle(tmp_path):
     pkg = tmp_path / "zoo"
     for rel, text in {"__init__.py": "", "tools/__init__.py": "", "tools/encode.py": "",

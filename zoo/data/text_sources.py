@@ -5,6 +5,7 @@ captions, or TFDS c4.
     load_texts(dataset="synthetic_shapes")                          # one source, in memory (mlm)
     load_texts(text_files=["corpus/*.txt"])                         # one text per non-empty line
     ds = text_batches(texts, batch_size=64, seed=0, start_step=0)    # tf.string [B] per step
+    train_sentencepiece_from("spm.model", dataset="synthetic_shapes")  # what zoo-train-spm runs
 
 Text files are UTF-8 (a byte-order mark is dropped; other encodings are an error naming the
 line), one sentence per non-empty line; a file name may be a glob. In-memory texts are sampled
@@ -104,6 +105,23 @@ def load_texts(dataset: Optional[str] = None, text_files: Sequence[str] = (),
     if not found:
         raise ZooError(f"no text found in {where}; check the path or dataset")
     return found
+
+
+def train_sentencepiece_from(output: str, dataset: Optional[str] = None,
+                              text_files: Sequence[str] = (), split: str = "train",
+                              max_sentences: Optional[int] = 1_000_000, **kwargs) -> str:
+    """Trains on the captions of a registered dataset and/or text files (what zoo-train-spm
+    runs); `kwargs` go to `train_sentencepiece`. Returns the model path."""
+    from zoo.tokenizers.spm_training import train_sentencepiece
+
+    if not output:
+        raise ZooError("--output is required, e.g. --output=runs/spm/spm.model")
+    if not dataset and not text_files:
+        raise ZooError("give --dataset (e.g. --dataset=synthetic_shapes) and/or --text_file")
+    if max_sentences is not None and max_sentences < 1:
+        raise ZooError(f"--max_sentences must be positive, got {max_sentences}")
+    source = texts(dataset, text_files, split=split, max_sentences=max_sentences)
+    return train_sentencepiece(source, output, **kwargs)
 
 
 def _chain(iterables: Iterable[Iterable[str]]) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """Training SentencePiece models for `SentencePieceTokenizer` (what zoo-train-spm runs).
 
     train_sentencepiece(["a red circle", ...], "runs/spm/spm.model", vocab_size=1000)
-    train_from_sources("runs/spm/spm.model", dataset="synthetic_shapes", vocab_size=1000)
+    # a dataset's captions and text files: zoo.data.text_sources.train_sentencepiece_from
 
 The model uses pad=0, eos=1, unk=2 and no bos, as `SentencePieceTokenizer` expects (Parti:
 16,000 pieces). When the text cannot fill the vocabulary, the error (`VocabSizeError`) says so
@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from zoo.errors import ZooError
 
@@ -106,23 +106,6 @@ def train_sentencepiece(texts: Iterable[str], output: str, vocab_size: int = 160
     os.replace(stem + ".vocab.tmp", stem + ".vocab")
     os.replace(output + ".tmp", output)  # atomic: a reader never sees half a model
     return output
-
-
-def train_from_sources(output: str, dataset: Optional[str] = None,
-                       text_files: Sequence[str] = (), split: str = "train",
-                       max_sentences: Optional[int] = 1_000_000, **kwargs) -> str:
-    """Trains on the captions of a registered dataset and/or text files (what zoo-train-spm
-    runs); `kwargs` go to `train_sentencepiece`. Returns the model path."""
-    from zoo.data.text_sources import texts
-
-    if not output:
-        raise ZooError("--output is required, e.g. --output=runs/spm/spm.model")
-    if not dataset and not text_files:
-        raise ZooError("give --dataset (e.g. --dataset=synthetic_shapes) and/or --text_file")
-    if max_sentences is not None and max_sentences < 1:
-        raise ZooError(f"--max_sentences must be positive, got {max_sentences}")
-    source = texts(dataset, text_files, split=split, max_sentences=max_sentences)
-    return train_sentencepiece(source, output, **kwargs)
 
 
 def piece_count(model_path: str) -> int:

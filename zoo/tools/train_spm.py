@@ -8,15 +8,13 @@ r"""zoo-train-spm: trains a SentencePiece model from a dataset's captions and/or
 The model uses pad=0, eos=1, unk=2 and no bos, as `SentencePieceTokenizer` expects (Parti:
 16,000 pieces). When the text cannot fill the vocabulary, the tool says so and suggests the
 largest size that works (`--shrink_to_fit` uses it directly). The library side is
-`zoo.tokenizers.spm_training`.
+`zoo.tokenizers.spm_training` (and `zoo.data.text_sources` for the text).
 """
 
 import sys
 
 from absl import flags
 
-from zoo.tokenizers.spm_training import MODEL_TYPES, piece_count, train_from_sources
-from zoo.tokenizers.spm_training import train_sentencepiece  # noqa: F401  (its old home)
 from zoo.tools import common
 
 FLAGS = flags.FLAGS
@@ -32,7 +30,8 @@ def define_flags():
     flags.DEFINE_string("output", None, "Where to write the model, e.g. runs/spm/spm.model "
                         "(the .vocab goes next to it).")
     flags.DEFINE_integer("vocab_size", 16000, "Number of pieces (Parti: 16000).")
-    flags.DEFINE_enum("model_type", "unigram", list(MODEL_TYPES), "SentencePiece model type.")
+    flags.DEFINE_string("model_type", "unigram", "SentencePiece model type: unigram, bpe, char "
+                        "or word.")
     flags.DEFINE_float("character_coverage", 1.0, "Share of characters covered (1.0 for "
                        "small alphabets; 0.9995 for Chinese/Japanese).")
     flags.DEFINE_integer("max_sentences", 1_000_000, "Use at most this many sentences.")
@@ -42,7 +41,9 @@ def define_flags():
 
 def main(argv):
     common.setup(argv)
-    path = train_from_sources(
+    from zoo.data.text_sources import train_sentencepiece_from
+    from zoo.tokenizers.spm_training import piece_count
+    path = train_sentencepiece_from(
         FLAGS.output, dataset=FLAGS.dataset, text_files=FLAGS.text_file, split=FLAGS.split,
         max_sentences=FLAGS.max_sentences, vocab_size=FLAGS.vocab_size,
         model_type=FLAGS.model_type, character_coverage=FLAGS.character_coverage,
