@@ -33,27 +33,31 @@ from absl import flags
 
 from zoo.tools import common
 
-common.define_gin_flags()
-flags.DEFINE_string("data", None, "A folder of images with metadata.jsonl / metadata.csv "
-                    "(file_name, text): train every stage on it (default: the built-in "
-                    "synthetic_shapes data).")
-flags.DEFINE_string("preset", None, "With --data: `gpu256`, Parti's sizes at 256 px for "
-                    "accelerators (default: CPU sizes picked from the folder).")
-flags.DEFINE_list("stages", None, "Stages to run (default: all): spm, tokenizer, contrastive, "
-                  "parti, sampling, eval.")
-flags.DEFINE_integer("num_prompts", None, "Held-out captions to sample in the eval stage "
-                     "(default 64).")
-# Parti draws 16 samples per prompt and keeps the reranker's first. On the demo's Parti (128 held-
-# out captions, bench/RESULTS.md): 4 samples -> 68.8% of first picks accepted, 8 -> 74.2%.
-flags.DEFINE_integer("num_samples", None, "Samples per prompt in the eval stage, reranked by "
-                     "the contrastive scorer (default: 8 on shapes, 4 on a folder).")
-flags.DEFINE_float("temperature", None, "Sampling temperature for the eval stage (default: "
-                   "the one the sampling stage measured best).")
-flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale for the eval stage "
-                   "(default: the one the sampling stage measured best).")
-flags.DEFINE_bool("quick", False, "Smoke test: a few steps per stage and a tiny eval (for "
-                  "tests; the results mean nothing; a folder may have fewer than 100 pairs).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    common.define_gin_flags()
+    flags.DEFINE_string("data", None, "A folder of images with metadata.jsonl / metadata.csv "
+                        "(file_name, text): train every stage on it (default: the built-in "
+                        "synthetic_shapes data).")
+    flags.DEFINE_string("preset", None, "With --data: `gpu256`, Parti's sizes at 256 px for "
+                        "accelerators (default: CPU sizes picked from the folder).")
+    flags.DEFINE_list("stages", None, "Stages to run (default: all): spm, tokenizer, contrastive, "
+                      "parti, sampling, eval.")
+    flags.DEFINE_integer("num_prompts", None, "Held-out captions to sample in the eval stage "
+                         "(default 64).")
+    # Parti draws 16 samples per prompt and keeps the reranker's first. On the demo's Parti
+    # (128 held-out captions, bench/RESULTS.md): 4 samples -> 68.8% of first picks accepted,
+    # 8 -> 74.2%.
+    flags.DEFINE_integer("num_samples", None, "Samples per prompt in the eval stage, reranked by "
+                         "the contrastive scorer (default: 8 on shapes, 4 on a folder).")
+    flags.DEFINE_float("temperature", None, "Sampling temperature for the eval stage (default: "
+                       "the one the sampling stage measured best).")
+    flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale for the eval stage "
+                       "(default: the one the sampling stage measured best).")
+    flags.DEFINE_bool("quick", False, "Smoke test: a few steps per stage and a tiny eval (for "
+                      "tests; the results mean nothing; a folder may have fewer than 100 pairs).")
 
 
 def main(argv):
@@ -70,7 +74,7 @@ def main(argv):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

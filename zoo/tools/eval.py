@@ -35,15 +35,9 @@ from absl import flags
 from zoo.tools import common
 
 FLAGS = flags.FLAGS
-_FLAGS_DEFINED = False
 
 
-def _define_flags():
-    # Defined when the tool runs (not on import), so that importing this module defines none.
-    global _FLAGS_DEFINED
-    if _FLAGS_DEFINED:
-        return
-    _FLAGS_DEFINED = True
+def define_flags():
     flags.DEFINE_string("prompts", "shapes", "Prompt set: shapes, heldout, partiprompts, a .tsv "
                         "with a Prompt column or a .txt with one prompt per line.")
     flags.DEFINE_integer("num_prompts", None, "Use at most this many prompts (a category-"
@@ -97,8 +91,7 @@ def main(argv):
 
 
 def run():
-    _define_flags()
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -30,40 +30,43 @@ from absl import flags
 
 from zoo.tools import common
 
-flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
-flags.DEFINE_string("prompts_file", None, "A .tsv with a Prompt column (e.g. PartiPrompts at "
-                    "../shared/data/partiprompts/PartiPrompts.tsv) or a .txt, one prompt per "
-                    "line.")
-flags.DEFINE_integer("max_prompts", None, "Use at most this many prompts of --prompts_file "
-                     "(a category-balanced subset for PartiPrompts).")
-flags.DEFINE_string("output_dir", None, "Where to write PNGs, samples.jsonl and index.html "
-                    "(default: <model_dir>/samples).")
-flags.DEFINE_integer("num_samples", 4, "Samples per prompt (Parti reranks 16).")
-flags.DEFINE_float("temperature", None, "Sampling temperature; 0 = greedy (default: the run's "
-                   "recorded setting in sampling.json, else 1.0).")
-flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step, 0 = all "
-                     "(default: the run's recorded setting, else 0).")
-flags.DEFINE_float("top_p", None, "Nucleus sampling mass, 1 = off (default: the run's recorded "
-                   "setting, else 1).")
-flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale, 1 = off (default: "
-                   "the run's recorded setting, else Parti's 1.2).")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling), "
-                  "much faster steps for large models (XLA updates the KV cache in place; "
-                  "without it every step copies the cache). See bench/RESULTS.md.")
-flags.DEFINE_string("scorer", None, "Registered scorer that reranks each prompt's samples, "
-                    "e.g. contrastive_scorer (configure it with --gin_bindings).")
-flags.DEFINE_string("upsampler_dir", None, "A super-resolution run applied to the images.")
-flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the newest).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-common.define_gin_flags()
-# --strategy, --mesh, --virtual_devices, ...; importing zoo.distribute (no TF) also registers
-# `mesh_layout` with gin before the gin files are parsed (gin/mesh/*.gin bind it).
-from zoo.distribute import flags as distribute_flags  # noqa: E402
+# Importing zoo.distribute (no TF) registers `mesh_layout` with gin before the gin files are
+# parsed (gin/mesh/*.gin bind it).
+from zoo.distribute import flags as distribute_flags
 
-distribute_flags.define()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
+    flags.DEFINE_string("prompts_file", None, "A .tsv with a Prompt column (e.g. PartiPrompts at "
+                        "../shared/data/partiprompts/PartiPrompts.tsv) or a .txt, one prompt per "
+                        "line.")
+    flags.DEFINE_integer("max_prompts", None, "Use at most this many prompts of --prompts_file "
+                         "(a category-balanced subset for PartiPrompts).")
+    flags.DEFINE_string("output_dir", None, "Where to write PNGs, samples.jsonl and index.html "
+                        "(default: <model_dir>/samples).")
+    flags.DEFINE_integer("num_samples", 4, "Samples per prompt (Parti reranks 16).")
+    flags.DEFINE_float("temperature", None, "Sampling temperature; 0 = greedy (default: the run's "
+                       "recorded setting in sampling.json, else 1.0).")
+    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step, 0 = all "
+                         "(default: the run's recorded setting, else 0).")
+    flags.DEFINE_float("top_p", None, "Nucleus sampling mass, 1 = off (default: the run's recorded "
+                       "setting, else 1).")
+    flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale, 1 = off (default: "
+                       "the run's recorded setting, else Parti's 1.2).")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
+    flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling), "
+                      "much faster steps for large models (XLA updates the KV cache in place; "
+                      "without it every step copies the cache). See bench/RESULTS.md.")
+    flags.DEFINE_string("scorer", None, "Registered scorer that reranks each prompt's samples, "
+                        "e.g. contrastive_scorer (configure it with --gin_bindings).")
+    flags.DEFINE_string("upsampler_dir", None, "A super-resolution run applied to the images.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the newest).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    common.define_gin_flags()
+    distribute_flags.define()  # --strategy, --mesh, --virtual_devices, ...
 
 
 def main(argv):
@@ -82,7 +85,7 @@ def main(argv):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":
