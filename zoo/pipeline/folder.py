@@ -205,7 +205,7 @@ class FolderDemo:
         out = self.spm_path()
         if os.path.exists(out):
             return f"{out} (exists)"
-        from zoo.tools.train_spm import train_sentencepiece
+        from zoo.tokenizers.spm_training import train_sentencepiece
         os.makedirs(os.path.dirname(out), exist_ok=True)
         train_sentencepiece(list(self.dataset.captions("train")), out,
                             vocab_size=self.plan.vocab_size, model_type=SPM_MODEL_TYPE,
