@@ -29,8 +29,8 @@ from typing import Dict, List, Optional
 
 from zoo.errors import ZooError
 from zoo.pipeline import sampling_grid
-from zoo.pipeline.stages import (QUICK_BINDINGS, Pipeline, Stage, command_line, train_command,
-                                 train_stage)
+from zoo.pipeline.stages import (QUICK_BINDINGS, Pipeline, Stage, command_line, eval_stage,
+                                 train_command, train_stage)
 
 MIN_PAIRS = 100
 PRESETS = {"gpu256": "runs/folder_gpu256.gin"}
@@ -243,31 +243,14 @@ class FolderDemo:
                 f"held-out captions x {samples}; {len(table)} settings) -> "
                 f"{sampling_settings.path_of(parti)}")
 
-    def eval_args(self) -> List[str]:
-        args = [f"--model_dir={self.path('parti')}", "--prompts=heldout",
-                f"--num_prompts={self.num_prompts}", f"--num_samples={self.num_samples}",
-                "--reference_dir=heldout", f"--scorer_dir={self.path('contrastive')}",
-                f"--output_dir={self.path('eval')}"]
-        if self.temperature is not None:
-            args.append(f"--temperature={self.temperature:g}")
-        if self.guidance_scale is not None:
-            args.append(f"--guidance_scale={self.guidance_scale:g}")
-        return args
-
-    def eval(self) -> str:
-        from zoo.eval.runner import evaluate_run
-        results = evaluate_run(
-            self.path("parti"), "heldout", self.path("eval"), num_prompts=self.num_prompts,
-            num_samples=self.num_samples, scorer_dir=self.path("contrastive"),
-            reference="heldout", temperature=self.temperature,
-            guidance_scale=self.guidance_scale, tool="zoo-demo")
+    def describe(self, results) -> str:
         m = results["metrics"]
         parts = []
         if "caption_following" in m:
             parts.append(f"caption following {m['caption_following']:.1%} (chance "
                          f"{m['caption_following_chance']:.1%})")
         if "fid" in m:
-            parts.append(f"FID {m['fid']:.1f}, KID {m.get('kid', float('nan')):.4f} "
+            parts.append(f"FID {m['fid']:.4g}, KID {m.get('kid', float('nan')):.3g} "
                          f"({m['fid_feature_network']})")
         parts.append(f"gallery {self.path('eval', 'index.html')}")
         return ", ".join(parts)
@@ -289,8 +272,10 @@ class FolderDemo:
             self.training("parti", "transformer (Parti)", "runs/folder_parti.gin",
                           self._macros(spm=True, tokenizer=True, text=True)),
             Stage("sampling", "sampling settings (grid on held-out captions)", self.sampling),
-            Stage("eval", "samples + evaluation on the held-out split", self.eval,
-                  command=command_line("zoo-eval", self.eval_args())),
+            eval_stage("samples + evaluation on the held-out split", self.model_dir, "heldout",
+                       self.describe, num_prompts=self.num_prompts,
+                       num_samples=self.num_samples, reference="heldout",
+                       temperature=self.temperature, guidance_scale=self.guidance_scale),
         ]
         record = {"recipe": "folder", "data": self.data, "preset": self.preset,
                   "plan": dataclasses.asdict(self.plan)}

@@ -14,8 +14,8 @@ import os
 from typing import List, Optional
 
 from zoo.pipeline import sampling_grid
-from zoo.pipeline.stages import (QUICK_BINDINGS, Pipeline, Stage, command_line, train_command,
-                                 train_stage)
+from zoo.pipeline.stages import (QUICK_BINDINGS, Pipeline, Stage, command_line, eval_stage,
+                                 train_command, train_stage)
 
 # The shapes captions use ~45 distinct words. On so little text SentencePiece's unigram model
 # supports at most 58 pieces, mostly single letters ("green" -> _ g re en, "red" -> _ re d), so
@@ -88,23 +88,7 @@ class ShapesDemo:
                 f"{best['guidance_scale']:g} ({top:.1%} of {len(prompts)} x {samples} samples "
                 f"accepted; {len(table)} settings) -> {sampling_settings.path_of(parti)}")
 
-    def eval_args(self) -> List[str]:
-        args = [f"--model_dir={self.path('parti')}", "--prompts=shapes",
-                f"--num_prompts={self.num_prompts}", f"--num_samples={self.num_samples}",
-                f"--scorer_dir={self.path('contrastive')}", f"--output_dir={self.path('eval')}"]
-        if self.temperature is not None:
-            args.append(f"--temperature={self.temperature:g}")
-        if self.guidance_scale is not None:
-            args.append(f"--guidance_scale={self.guidance_scale:g}")
-        return args
-
-    def eval(self) -> str:
-        from zoo.eval.runner import evaluate_run
-        results = evaluate_run(
-            self.path("parti"), "shapes", self.path("eval"), num_prompts=self.num_prompts,
-            num_samples=self.num_samples, scorer_dir=self.path("contrastive"),
-            guidance_scale=self.guidance_scale, temperature=self.temperature,
-            tool="zoo-demo")
+    def describe(self, results) -> str:
         shapes = results.get("shapes", {})
         parts = []
         if shapes.get("acceptance") is not None:
@@ -127,8 +111,9 @@ class ShapesDemo:
                           "runs/demo_contrastive.gin", self.macros()),
             self.training("parti", "transformer (Parti)", "runs/demo_parti.gin", self.macros()),
             Stage("sampling", "sampling settings (grid on held-out captions)", self.sampling),
-            Stage("eval", "samples + evaluation", self.eval,
-                  command=command_line("zoo-eval", self.eval_args())),
+            eval_stage("samples + evaluation", self.model_dir, "shapes", self.describe,
+                       num_prompts=self.num_prompts, num_samples=self.num_samples,
+                       temperature=self.temperature, guidance_scale=self.guidance_scale),
         ]
         return Pipeline("zoo-demo", self.model_dir, stages,
                         record={"recipe": "shapes", "data": "synthetic_shapes"})

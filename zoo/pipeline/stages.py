@@ -75,6 +75,32 @@ def train_stage(gin_files: Sequence[str], model_dir: str, bindings: Sequence[str
     return f"step {result.step}" + (f", loss {losses}" if losses else "") + f" -> {model_dir}"
 
 
+def eval_stage(title: str, root: str, prompts: str, describe: Callable[[Dict], str], *,
+               num_prompts: int, num_samples: int, reference: Optional[str] = None,
+               temperature: Optional[float] = None,
+               guidance_scale: Optional[float] = None) -> Stage:
+    """The `eval` stage: zoo-eval of root/parti with root/contrastive as the reranker, into
+    root/eval; `describe(results)` makes its result line."""
+    options = {"prompts": prompts, "num_prompts": num_prompts, "num_samples": num_samples,
+               "reference_dir": reference, "temperature": temperature,
+               "guidance_scale": guidance_scale}
+    args = [f"--model_dir={os.path.join(root, 'parti')}"]
+    args += [f"--{k}={v:g}" if isinstance(v, float) else f"--{k}={v}"
+             for k, v in options.items() if v is not None]
+    args += [f"--scorer_dir={os.path.join(root, 'contrastive')}",
+             f"--output_dir={os.path.join(root, 'eval')}"]
+
+    def run():
+        from zoo.eval.runner import evaluate_run
+        results = evaluate_run(
+            os.path.join(root, "parti"), prompts, os.path.join(root, "eval"),
+            num_prompts=num_prompts, num_samples=num_samples, reference=reference,
+            scorer_dir=os.path.join(root, "contrastive"), temperature=temperature,
+            guidance_scale=guidance_scale, tool="zoo-demo")
+        return describe(results)
+    return Stage("eval", title, run, command=command_line("zoo-eval", args))
+
+
 QUICK_BINDINGS = ("train.steps = 3", "train.checkpoint_every = 3", "train.summary_every = 1",
                   "train.image_summary_every = 3")
 
