@@ -173,6 +173,11 @@ def test_recorded_sampling_settings_are_used_unless_a_flag_overrides(tmp_path):
             results["guidance_scale"]) == (0.5, 3, 1.0, 1.5)
     assert results["sampling_settings_from"] == {"temperature": "recorded", "top_k": "recorded",
                                                  "top_p": "default", "guidance_scale": "flag"}
+    from zoo.models.export import INFO_FILE, export_model_dir
+    exported = export_model_dir(str(run), str(tmp_path / "export"), top_p=0.9)
+    info = json.loads((exported / INFO_FILE).read_text())
+    assert (info["temperature"], info["top_k"], info["top_p"], info["guidance_scale"]) == (
+        0.5, 3, 0.9, 2.0)
     r = run_tool("sample", f"--model_dir={run}", "--prompt=a red circle", "--num_samples=1",
                  f"--output_dir={tmp_path / 's'}", "--noprogress", "--temperature=0.25")
     assert r.returncode == 0, r.stderr[-2000:]
