@@ -3,6 +3,7 @@
     ATTENTION = Registry("attention")
     ATTENTION.register("conv_shaped")(ConvShapedAttention)   # a duplicate name raises
     ATTENTION.create("conv_shaped", kernel_size=7)           # gin bindings, then overrides
+    ATTENTION.resolve("conv_shaped", {"kernel_size": 7})     # those arguments, as plain JSON
     ATTENTION.get("conv_shapd")  # UnknownNameError: unknown attention 'conv_shapd'; did you mean ...
 
 Every registered component is also a gin configurable under its registry name, in module
@@ -168,6 +169,31 @@ class Registry:
             cls = UnknownNameError if isinstance(e, UnknownNameError) else ZooError
             raise cls(text).with_traceback(e.__traceback__) from None
 
+    def bindings(self, name: str) -> Dict[str, Any]:
+        """The gin bindings in force for `name` (empty when none)."""
+        self.entry(name)
+        try:
+            return dict(gin.get_bindings(f"zoo.{self.kind}.{name}"))
+        except (ValueError, KeyError):
+            return {}
+
+    def resolve(self, name: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The arguments `create(name)` would get: gin bindings, then `overrides` on top.
+
+        What a task records in run.json so that `create(name, **resolved)` rebuilds the same
+        component without gin. Tuples become lists (JSON has no tuples); a value JSON cannot
+        hold (e.g. a gin `@reference`) is an error naming the binding, since the run could
+        not be rebuilt from its records.
+        """
+        args = {**self.bindings(name), **dict(overrides or {})}
+        for key, value in args.items():
+            if not is_json_value(value):
+                raise ZooError(
+                    f"{self.kind} {name!r} argument {key!r} = {value!r} is not a plain value "
+                    f"(str, number, bool, None, list or dict of them); run.json cannot record "
+                    f"it, so the run could not be rebuilt: bind a plain value")
+        return {k: as_json(v) for k, v in args.items()}
+
     def list(self, pattern: str = "*") -> List[str]:
         """Sorted names matching a shell-style pattern."""
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
@@ -195,6 +221,25 @@ class Registry:
 
     def __repr__(self):
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def is_json_value(value) -> bool:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_value(v) for k, v in value.items())
+    return False
+
+
+def as_json(value):
+    """Tuples as lists, all the way down."""
+    if isinstance(value, (list, tuple)):
+        return [as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    return value
 
 
 def _qualname(obj):

@@ -204,7 +204,7 @@ class ContrastiveTask(PretrainingTask):
                              "heads": image_heads, "mlp_dim": image_mlp_dim}
         ViTImageEncoder(**self.image_config)  # checks the sizes now, not at build()
         self.dataset_name = dataset
-        self.dataset_config = common.resolved_args(DATASETS, dataset, dataset_config)
+        self.dataset_config = DATASETS.resolve(dataset, dataset_config)
         self.split = split
         self.image_size = int(image_size)
         self.embed_dim = int(embed_dim)

@@ -165,7 +165,7 @@ class MLMTask(PretrainingTask):
         common.check_positive("mlm", learning_rate=learning_rate, max_texts=max_texts)
         self.dataset_name, self.text_files, self.tfds_name = dataset, list(text_files or ()), \
             tfds_name
-        self.dataset_config = (common.resolved_args(DATASETS, dataset, dataset_config)
+        self.dataset_config = (DATASETS.resolve(dataset, dataset_config)
                                if dataset else {})
         self.data_dir, self.split, self.max_texts = data_dir, split, int(max_texts)
         self.mask_rate = float(mask_rate)

@@ -19,7 +19,6 @@ import logging
 import math
 from typing import Any, Dict, Optional
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -70,21 +69,6 @@ def make_optimizer(learning_rate, end_learning_rate, warmup_steps, total_steps, 
     return opt
 
 
-def resolved_options(registry, name, options) -> Dict[str, Any]:
-    """The gin bindings of registry component `name` with `options` on top: what rebuilds it
-    without gin (`registry.create(name, **resolved)`)."""
-    registry.entry(name)  # unknown name -> one-line error with suggestions
-    try:
-        bound = dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
-    except (ValueError, KeyError):
-        bound = {}
-    out = {**bound, **dict(options or {})}
-    for k, v in out.items():
-        if isinstance(v, tuple):
-            out[k] = list(v)
-    return out
-
-
 def make_data(dataset, split, image_size, batch_size, seed, start_step, options):
     """Batches of `dataset` from the shared pipeline (zoo.data.pipeline.make_dataset)."""
     try:
@@ -125,11 +109,11 @@ class AdversarialTraining:
         self.adversarial_weight = float(adversarial_weight)
         self.feature_network = feature_network
         self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
+            FEATURE_NETWORKS.resolve(feature_network, feature_network_options)
             if perceptual_weight else dict(feature_network_options or {}))
         self.discriminator_name = discriminator
-        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
-                                                      discriminator_options)
+        self.discriminator_options = DISCRIMINATORS.resolve(discriminator,
+                                                            discriminator_options)
         self.r1_weight = float(r1_weight)
         self.adversarial_start_step = int(adversarial_start_step)
         self.learning_rate = float(learning_rate)
@@ -247,8 +231,8 @@ class ViTVQGANTask(AdversarialTraining, Task):
             tokenizer = source[0] if source is not None else "vit_vqgan_tiny"
         base = dict(source[1]) if source is not None and source[0] == tokenizer else {}
         self.tokenizer_name = tokenizer
-        self.tokenizer_options = resolved_options(IMAGE_TOKENIZERS, tokenizer,
-                                                  {**base, **dict(tokenizer_options or {})})
+        self.tokenizer_options = IMAGE_TOKENIZERS.resolve(
+            tokenizer, {**base, **dict(tokenizer_options or {})})
         self.dataset_name = dataset
         self.dataset_options = dict(dataset_options or {})
         self.l2_weight = float(l2_weight)
