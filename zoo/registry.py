@@ -15,7 +15,8 @@ the component does not take is an error when the gin file is parsed, naming the 
 import dataclasses
 import fnmatch
 import inspect
-from typing import Any, Callable, Dict, List, Optional
+import re
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import gin
 
@@ -36,9 +37,16 @@ class Entry:
     params: Optional[List[str]]  # accepted argument names; None means anything goes
     summary: str
     source: str  # "zoo" or the plugin's name
+    tiny: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None
+    needs: Optional[str] = None
 
     def signature(self):
         return self.factory.__signature__
+
+    def tiny_overrides(self) -> Dict[str, Any]:
+        """The declared overrides that make a small instance (tests), {} when none."""
+        tiny = self.tiny() if callable(self.tiny) else self.tiny
+        return dict(tiny or {})
 
 
 def _first_line(obj):
@@ -91,7 +99,7 @@ class Registry:
     # -- registering -------------------------------------------------------------------------
 
     def register(self, name: str, *, builds: Optional[type] = None, summary: Optional[str] = None,
-                 source: Optional[str] = None):
+                 source: Optional[str] = None, tiny=None, needs: Optional[str] = None):
         """Decorator registering a class or builder function under `name`.
 
         Args:
@@ -100,6 +108,13 @@ class Registry:
                 become the builder's bindable arguments.
             summary: one line for `zoo-list`; defaults to the first docstring line.
             source: who registered it; defaults to the plugin being loaded, else "zoo".
+            tiny: overrides (a dict, or a function returning one) that make a small instance
+                in seconds, for a component too big to build in a test or with required
+                arguments. The registry-wide tests (tests/test_registered_components.py)
+                build every component from its defaults or from these.
+            needs: what the component needs from outside to be built (a file, a run
+                directory, a prepared dataset), in words; the registry-wide tests then check
+                that building it without that is a one-line ZooError.
         """
         if not isinstance(name, str) or not name or name != name.strip():
             raise ZooError(f"registry name must be a non-empty string, got {name!r}")
@@ -128,7 +143,7 @@ class Registry:
             self._entries[name] = Entry(
                 kind=self.kind, name=name, obj=obj, factory=gin_factory, params=params,
                 summary=summary or _first_line(obj) or (_first_line(builds) if builds else ""),
-                source=source or _current_source())
+                source=source or _current_source(), tiny=tiny, needs=needs)
             return obj
 
         return decorator
@@ -161,6 +176,14 @@ class Registry:
                     f"{suggest(unknown[0], entry.params, what='argument')}")
         try:
             return entry.factory(**overrides)
+        except TypeError as e:
+            missing = _missing_arguments(e, entry)
+            if not missing:
+                raise
+            raise ZooError(
+                f"{self.kind} {name!r} needs argument{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}: bind {name}.{missing[0]} = ... in a gin file (or pass "
+                f"{missing[0]}=...)") from None
         except ZooError as e:
             # gin appends "In call to configurable ..." lines; user errors stay one line.
             text = str(e).split("\n  In call to configurable")[0].strip()
@@ -221,6 +244,16 @@ class Registry:
 
     def __repr__(self):
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def _missing_arguments(error: TypeError, entry: Entry) -> List[str]:
+    """The component's own arguments a "missing ... required ... argument" TypeError names."""
+    first = str(error).split("\n")[0]
+    if " required " not in first or "missing" not in first:
+        return []
+    names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", first.split("argument", 1)[-1])
+    params = entry.params if entry.params is not None else list(entry.signature().parameters)
+    return names if names and all(n in params for n in names) else []
 
 
 def is_json_value(value) -> bool:

@@ -97,7 +97,9 @@ class PositionEmbedding(keras.layers.Layer):
         return {**super().get_config(), "length": self.length, "dim": self.dim}
 
 
-@keras.saving.register_keras_serializable(package="zoo")
+# Registered as ViTSelfAttention: both self-attention layers were `zoo>SelfAttention` once (Keras kept
+# the last one imported); zoo/layers/legacy.py still loads what was saved under that name.
+@keras.saving.register_keras_serializable(package="zoo", name="ViTSelfAttention")
 class SelfAttention(keras.layers.Layer):
     """Bidirectional multi-head self-attention with a fused qkv projection.
 
