@@ -55,12 +55,22 @@ def _first_line(obj):
 
 
 def _signature_of(obj, builds=None):
-    """The signature users may bind: the builder's, or that of the class it builds."""
+    """The signature users may bind: the builder's, or that of the class it builds.
+
+    A class whose `__init__` passes `**kwargs` on to its parent's takes the parent's
+    arguments too (a plugin's `class MyParti(Parti)` adding one argument)."""
     sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
     params = [p for p in sig.parameters.values() if p.name != "self"]
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
     named = [p for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    if builds is not None and has_var_kw:
+    parent = _parent_with_init(obj) if inspect.isclass(obj) and has_var_kw else None
+    if parent is not None:
+        inner = _signature_of(parent)
+        seen = {p.name for p in named}
+        named += [p for p in inner.parameters.values()
+                  if p.name not in seen and p.kind is not p.VAR_KEYWORD]
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in inner.parameters.values())
+    elif builds is not None and has_var_kw:
         # A size builder `def vit_vqgan_small(**overrides)`: it takes what the class takes.
         inner = _signature_of(builds)
         seen = {p.name for p in named}
@@ -77,6 +87,17 @@ def _signature_of(obj, builds=None):
     if has_var_kw:
         params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
     return inspect.Signature(params)
+
+
+def _parent_with_init(cls):
+    """The nearest base class defining `__init__` that is not Keras's or `object`."""
+    for base in cls.__mro__[1:]:
+        if "__init__" not in vars(base):
+            continue
+        if base is object or base.__module__.split(".")[0] == "keras":
+            return None
+        return base
+    return None
 
 
 def _is_keras_layer(cls):

@@ -97,8 +97,8 @@ class PositionEmbedding(keras.layers.Layer):
         return {**super().get_config(), "length": self.length, "dim": self.dim}
 
 
-# Registered as ViTSelfAttention: both self-attention layers were `zoo>SelfAttention` once (Keras kept
-# the last one imported); zoo/layers/legacy.py still loads what was saved under that name.
+# `ViTSelfAttention`: both self-attention layers were once `zoo>SelfAttention` (Keras kept the
+# last imported); zoo/layers/legacy.py still loads what was saved under that name.
 @keras.saving.register_keras_serializable(package="zoo", name="ViTSelfAttention")
 class SelfAttention(keras.layers.Layer):
     """Bidirectional multi-head self-attention with a fused qkv projection.

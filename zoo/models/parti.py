@@ -78,7 +78,9 @@ def _positive_int(owner, **values):
             raise ZooError(f"{owner}.{key} must be a positive int, got {value!r}")
 
 
-@DECODERS.register("parti_decoder")
+@DECODERS.register("parti_decoder", tiny=dict(image_grid=(2, 2), image_vocab_size=8, layers=2,
+                                              width=8, heads=2, mlp_dim=16,
+                                              attention=["row", "column"]))
 @keras.saving.register_keras_serializable(package="zoo")
 class ImageDecoder(keras.layers.Layer):
     """Parti's causal decoder over the image grid (learned row + column position embeddings).

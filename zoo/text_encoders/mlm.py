@@ -119,7 +119,7 @@ def mask_id_of(tokenizer, override: Optional[int] = None) -> int:
                    f"mlm.mask_id to a token id to use for masking")
 
 
-@TASKS.register("mlm")
+@TASKS.register("mlm", needs="a text source and a SentencePiece model")
 class MLMTask(PretrainingTask):
     """BERT masked-LM pretraining of a text encoder (15% of tokens: 80/10/10).
 

@@ -162,7 +162,7 @@ def load_encoder_weights(encoder, source, step: Optional[int] = None) -> None:
         variable.assign(weights[key].astype(variable.dtype))
 
 
-@TEXT_ENCODERS.register("pretrained")
+@TEXT_ENCODERS.register("pretrained", needs="an mlm or contrastive run (model_dir)")
 def pretrained(model_dir=None, step=None, encoder=None, encoder_config=None, dropout=None,
                mixed_precision=None, name="pretrained_encoder", trainable=True):
     """The text encoder of an mlm/contrastive run (its own architecture, or `encoder`'s).
@@ -194,7 +194,7 @@ def pretrained(model_dir=None, step=None, encoder=None, encoder_config=None, dro
     return loaded
 
 
-@TEXT_TOKENIZERS.register("pretrained_tokenizer")
+@TEXT_TOKENIZERS.register("pretrained_tokenizer", needs="an mlm or contrastive run (model_dir)")
 def pretrained_tokenizer(model_dir=None, max_length=None):
     """The text tokenizer a pretraining run used (same vocabulary as its encoder)."""
     if model_dir is None:

@@ -106,7 +106,7 @@ def _vocab_size(model_path) -> int:
     return int(processor.get_piece_size())
 
 
-@TASKS.register("parti")
+@TASKS.register("parti", needs="a SentencePiece model (text_tokenizer)")
 class PartiTask(Task):
     """Trains Parti's encoder-decoder to predict a frozen image tokenizer's codes from text.
 
