@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -310,3 +311,95 @@ def test_trains_from_code_records(spm_model, tmp_path):
     assert np.isfinite(float(losses["model"])) and "accuracy" in metrics
     with pytest.raises(ZooError, match="grids of"):
         make_task(spm_model, code_records=str(tmp_path / "codes"), image_tokenizer="vit_vqgan_tiny")
+
+
+# -- the model contract: the task builds whatever MODELS entry it is given --------------------
+
+
+class _NoDecoder(keras.Model):
+    """A registered model that lacks most of the contract (for the error)."""
+
+    def __init__(self, image_grid=(4, 4), image_vocab_size=16, text_vocab_size=64,
+                 max_text_length=16, mixed_precision=False, **kwargs):
+        super().__init__(**kwargs)
+        self.image_grid, self.image_vocab_size = tuple(image_grid), image_vocab_size
+        self.text_vocab_size, self.max_text_length = text_vocab_size, max_text_length
+
+    def get_config(self):
+        return {**super().get_config(), "image_grid": list(self.image_grid),
+                "image_vocab_size": self.image_vocab_size,
+                "text_vocab_size": self.text_vocab_size,
+                "max_text_length": self.max_text_length}
+
+
+def _fixed_size(width=32):
+    """A model builder that takes none of the arguments the task sets."""
+    from zoo.models.parti import Parti
+    return Parti(image_grid=(4, 4), image_vocab_size=16, width=width, mlp_dim=64, heads=2,
+                 encoder_layers=1, decoder_layers=1, text_vocab_size=64, max_text_length=16)
+
+
+def test_a_model_outside_the_contract_is_a_clear_error(spm_model):
+    from zoo.registry import MODELS
+    MODELS.register("test_no_decoder")(_NoDecoder)
+    MODELS.register("test_fixed_size")(_fixed_size)
+    try:
+        task = make_task(spm_model, model="test_no_decoder", model_options={})
+        with pytest.raises(ZooError, match=r"model 'test_no_decoder' \(_NoDecoder\) does not "
+                                           r"meet the model contract: it has no "
+                                           r"encode_text\(\), decoder .*docs/architecture.md"):
+            task.build()
+        with pytest.raises(ZooError, match="'test_fixed_size' .*takes no argument image_grid, "
+                                           "image_vocab_size, text_vocab_size, max_text_length, "
+                                           "mixed_precision"):
+            make_task(spm_model, model="test_fixed_size", model_options={})
+        with pytest.raises(ZooError, match="unknown model 'parti_mikro'; did you mean "
+                                           "'parti_micro'"):
+            make_task(spm_model, model="parti_mikro")
+    finally:
+        MODELS.unregister("test_no_decoder")
+        MODELS.unregister("test_fixed_size")
+
+
+def test_the_registered_model_is_built_with_its_registered_decoder(spm_model, gin_clean):
+    """A decoder registered by name is swapped into a Parti size from gin; the task records and
+    rebuilds it without gin."""
+    import gin
+
+    from zoo.models.parti import ImageDecoder
+    from zoo.registry import DECODERS
+
+    class ShiftedDecoder(ImageDecoder):
+        """Parti's decoder with its position embedding shifted by one row (for the test)."""
+
+        def positions(self, index):
+            return super().positions((index + self.image_grid[1]) % self.num_tokens)
+
+    DECODERS.register("test_shifted")(ShiftedDecoder)
+    try:
+        gin.parse_config("parti_micro.decoder = 'test_shifted'")
+        task = make_task(spm_model)
+        assert task.model_options["decoder"] == "test_shifted"
+        gin.clear_config()
+        again = PartiTask(**json.loads(json.dumps(task.config())))
+        again.build()
+        assert type(again.model.decoder) is ShiftedDecoder
+    finally:
+        DECODERS.unregister("test_shifted")
+
+
+def test_run_json_written_before_decoders_were_registered_still_loads(spm_model):
+    """model_options as run.json recorded them before `decoder`/`decoder_config` existed (a
+    demo run's Parti, with micro sizes): the model builds with Parti's own decoder."""
+    old = {"decoder_attention": ["row", {"block_cols": None, "block_rows": None,
+                                         "kernel_size": 11, "name": "conv_shaped",
+                                         "native": True}],
+           "decoder_layers": 2, "dropout": 0.0, "encoder_layers": 1, "heads": 2,
+           "image_grid": [4, 4], "image_vocab_size": 64, "max_text_length": 16,
+           "mixed_precision": False, "mlp_dim": 64, "name": "parti",
+           "text_encoder": "parti_encoder", "text_encoder_config": {}, "text_vocab_size": 40,
+           "train_text_encoder": True, "width": 32}
+    task = make_task(spm_model, model="parti_tiny", model_options=old)
+    task.build()
+    assert type(task.model.decoder).__name__ == "ImageDecoder"
+    assert task.model.decoder.num_tokens == 16 and task.model.width == 32
