@@ -86,7 +86,7 @@ def test_plugin_model_trains_and_samples_through_the_tools(site, tmp_path):
     assert info["task_config"]["model"] == "example_sincos_tiny"
     options = info["task_config"]["model_options"]
     assert options["max_wavelength"] == 100.0 and options["width"] == 32  # from the gin files
-    assert "decoder" not in options
+    assert options["decoder"] == "example_sincos"
     # The run holds the plugin's model: its decoder, no learned row/column position tables.
     code = ("from zoo.train.loop import load_task\n"
             f"task = load_task({str(model_dir)!r})\n"

@@ -39,6 +39,7 @@ class Entry:
     source: str  # "zoo" or the plugin's name
     tiny: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None
     needs: Optional[str] = None
+    builds: Optional[type] = None  # the class a size builder builds
 
     def signature(self):
         return self.factory.__signature__
@@ -164,7 +165,7 @@ class Registry:
             self._entries[name] = Entry(
                 kind=self.kind, name=name, obj=obj, factory=gin_factory, params=params,
                 summary=summary or _first_line(obj) or (_first_line(builds) if builds else ""),
-                source=source or _current_source(), tiny=tiny, needs=needs)
+                source=source or _current_source(), tiny=tiny, needs=needs, builds=builds)
             return obj
 
         return decorator

@@ -99,6 +99,7 @@ def shapes_of(component) -> Dict[str, tuple]:
 def _weights(kind: str, name: str):
     """({weight path: shape}, the component's param_groups) from a non-allocating build."""
     reg = registry(kind)
+    reg.entry(name)  # an unknown name stays an UnknownNameError, with suggestions
     with unallocated():
         try:
             component = reg.create(name)

@@ -21,7 +21,7 @@ from zoo.train.tokenizer_task import (AdversarialTraining, load_tokenizer, make_
                                       side_by_side)
 
 
-@TASKS.register("superres")
+@TASKS.register("superres", tiny={"feature_network": "tiny_conv"})
 class SuperResTask(AdversarialTraining, Task):
     """Trains a registered upsampler on (tokenizer reconstruction of downsampled -> original).
 

@@ -186,7 +186,7 @@ class AdversarialTraining:
         return groups
 
 
-@TASKS.register("vit_vqgan")
+@TASKS.register("vit_vqgan", tiny={"feature_network": "tiny_conv"})
 class ViTVQGANTask(AdversarialTraining, Task):
     """Trains a ViT-VQGAN image tokenizer with its discriminator.
 

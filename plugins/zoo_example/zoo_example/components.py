@@ -123,26 +123,23 @@ class SinCosImageDecoder(ImageDecoder):
 
 @keras.saving.register_keras_serializable(package="zoo_example")
 class SinCosParti(Parti):
-    """Parti whose decoder is `example_sincos` (fixed 2-D sine-cosine positions).
+    """Parti whose decoder is `example_sincos` (fixed 2-D sine-cosine positions) by default.
 
     Args:
-        max_wavelength: float. Of the decoder's sinusoids.
-        The others: as `zoo.models.parti.Parti` (but `decoder`, which is this model's point).
+        max_wavelength: float. Of the sine-cosine decoder's sinusoids.
+        The others: as `zoo.models.parti.Parti` (`decoder` defaults to 'example_sincos').
     """
 
-    def __init__(self, max_wavelength=10000.0, **kwargs):
-        for own in ("decoder", "decoder_config"):
-            if own in kwargs:
-                raise ZooError(f"SinCosParti sets its own {own} (example_sincos); got "
-                               f"{own}={kwargs[own]!r}: use a parti_* size to swap decoders")
+    def __init__(self, max_wavelength=10000.0, decoder="example_sincos", decoder_config=None,
+                 **kwargs):
         self.max_wavelength = float(max_wavelength)
-        super().__init__(decoder="example_sincos",
-                         decoder_config={"max_wavelength": self.max_wavelength}, **kwargs)
+        decoder_config = dict(decoder_config or {})
+        if decoder == "example_sincos":
+            decoder_config.setdefault("max_wavelength", self.max_wavelength)
+        super().__init__(decoder=decoder, decoder_config=decoder_config, **kwargs)
 
     def get_config(self):
-        config = super().get_config()
-        del config["decoder"], config["decoder_config"]
-        return {**config, "max_wavelength": self.max_wavelength}
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
 
 
 # Parti-tiny's sizes (zoo's parti_tiny): the code grid, codebook and text vocabulary are set
