@@ -64,7 +64,7 @@ def test_plugin_model_trains_and_samples_through_the_tools(site, tmp_path):
     """`parti.model = 'example_sincos_tiny'` (the plugin's gin file): zoo-train builds the
     plugin's model, zoo-train resumes it, zoo-sample draws from it; micro sizes, 2 + 1 steps."""
     from zoo.data import shapes
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
     spm = train_sentencepiece([shapes.caption(0, i) for i in range(300)],
                               str(tmp_path / "spm.model"), vocab_size=48, shrink_to_fit=True)
     gin_file = PLUGIN / "zoo_example" / "gin" / "sincos.gin"

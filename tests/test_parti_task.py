@@ -100,7 +100,7 @@ def test_parti_learns_text_to_image(spm_model, tmp_path):
     fed zeros instead of the caption): conditional loss 0.43, at that floor; working: 0.14."""
     from collections import Counter
 
-    from zoo.tools.encode import encode_dataset, load_encoded
+    from zoo.data.records import encode_dataset, load_encoded
     data = {"max_objects": 1, "sizes": ["large"]}
     codes = str(tmp_path / "codes")
     for split, n in (("train", 1024), ("validation", 256)):
@@ -296,7 +296,7 @@ def test_zoo_sample_on_a_mesh_writes_the_same_images(trained, tmp_path):
 
 def test_trains_from_code_records(spm_model, tmp_path):
     from zoo.registry import IMAGE_TOKENIZERS
-    from zoo.tools.encode import encode_dataset
+    from zoo.data.records import encode_dataset
     tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")
     encode_dataset(tokenizer, str(tmp_path / "codes"), num_examples=40, batch_size=20,
                    progress=False)

@@ -214,6 +214,18 @@ class Registry:
             cls = UnknownNameError if isinstance(e, UnknownNameError) else ZooError
             raise cls(text).with_traceback(e.__traceback__) from None
 
+    def create_with_defaults(self, name: str, config: Optional[Dict[str, Any]] = None, /,
+                             **defaults) -> Any:
+        """`create(name, **config)`, adding each of `defaults` (unless None) that the component
+        takes and `config` does not set: how a model hands its sizes to its registered parts
+        (Parti's text encoder and decoder) whatever those parts are."""
+        args = dict(config or {})
+        params = self.entry(name).params
+        for key, value in defaults.items():
+            if key not in args and value is not None and (params is None or key in params):
+                args[key] = value
+        return self.create(name, **args)
+
     def bindings(self, name: str) -> Dict[str, Any]:
         """The gin bindings in force for `name` (empty when none)."""
         self.entry(name)

@@ -53,9 +53,8 @@ from keras import ops
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.errors import ZooError
 from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
+from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, DECODERS, MODELS, TEXT_ENCODERS
-from zoo.text_encoders import transformer_encoder  # noqa: F401  (registers parti_encoder)
-from zoo.text_encoders.common import create as create_component
 
 # Parti Table 1 (the text vocabulary and length from Sec. 2 of the paper).
 TEXT_VOCAB_SIZE = 16000
@@ -273,8 +272,8 @@ class Parti(keras.Model):
 
         specs = self._attention_specs(decoder_attention, decoder_layers)
         # The registered parts get the sizes here that they accept and their config leaves.
-        self.text_encoder = create_component(
-            TEXT_ENCODERS, text_encoder, self.text_encoder_config,
+        self.text_encoder = TEXT_ENCODERS.create_with_defaults(
+            text_encoder, self.text_encoder_config,
             vocab_size=text_vocab_size, width=width, layers=encoder_layers, heads=heads,
             mlp_dim=mlp_dim, max_length=max_text_length, dropout=dropout,
             mixed_precision=mixed_precision, name="text_encoder")
@@ -287,8 +286,8 @@ class Parti(keras.Model):
         self.encoder_width = int(encoder_width)
         self.text_projection = (keras.layers.Dense(width, name="text_projection")
                                 if self.encoder_width != width else None)
-        self.decoder = create_component(
-            DECODERS, decoder, self.decoder_config, image_grid=self.image_grid,
+        self.decoder = DECODERS.create_with_defaults(
+            decoder, self.decoder_config, image_grid=self.image_grid,
             image_vocab_size=self.image_vocab_size, layers=decoder_layers, width=width,
             heads=heads, mlp_dim=mlp_dim, attention=specs, memory_width=width, dropout=dropout,
             mixed_precision=mixed_precision, name="decoder")

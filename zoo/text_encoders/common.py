@@ -4,7 +4,7 @@ A task stores the *resolved* arguments of what it built (`component_config`), so
 `TaskClass(**task.config())` rebuilds the same models without gin.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import keras
 from keras import ops
@@ -43,17 +43,6 @@ def component_config(registry: Registry, name: str, built, overrides=None) -> Di
         if is_json_value(value):
             out[key] = as_json(value)
     return out
-
-
-def create(registry: Registry, component: str, config: Optional[Dict[str, Any]] = None,
-           **extra):
-    """`registry.create(component, **config)`, adding `extra` arguments it accepts."""
-    config = dict(config or {})
-    params = registry.entry(component).params
-    for key, value in extra.items():
-        if key not in config and value is not None and (params is None or key in params):
-            config[key] = value
-    return registry.create(component, **config)
 
 
 def masked_mean(sequence, mask):

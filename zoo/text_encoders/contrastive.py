@@ -215,13 +215,13 @@ class ContrastiveTask(PretrainingTask):
         self.clip_norm = clip_norm
 
         self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
+        self.tokenizer = TEXT_TOKENIZERS.create_with_defaults(tokenizer, tokenizer_config)
         self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
                                                         self.tokenizer, tokenizer_config)
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_config,
-                              vocab_size=self.vocab_size)
+        probe = TEXT_ENCODERS.create_with_defaults(encoder, encoder_config,
+                                                   vocab_size=self.vocab_size)
         self.encoder_config = common.component_config(TEXT_ENCODERS, encoder, probe,
                                                       encoder_config)
         del probe
@@ -244,8 +244,8 @@ class ContrastiveTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        text_encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_config,
-                                     name="text_encoder")
+        text_encoder = TEXT_ENCODERS.create_with_defaults(
+            self.encoder_name, self.encoder_config, name="text_encoder")
         image_encoder = ViTImageEncoder(**self.image_config, name="image_encoder")
         self.model = DualEncoder(image_encoder, text_encoder, self.embed_dim,
                                  self.init_temperature, name="dual_encoder")

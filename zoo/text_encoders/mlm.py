@@ -24,9 +24,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from zoo.data import text_sources
 from zoo.errors import ZooError
 from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
-from zoo.text_encoders import common, text_sources
+from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
 # BERT: 15% of tokens; of those 80% [MASK], 10% random, 10% unchanged.
@@ -174,7 +175,7 @@ class MLMTask(PretrainingTask):
         self.clip_norm = clip_norm
 
         self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
+        self.tokenizer = TEXT_TOKENIZERS.create_with_defaults(tokenizer, tokenizer_config)
         self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
                                                         self.tokenizer, tokenizer_config)
         self.vocab_size = int(self.tokenizer.vocab_size)
@@ -185,8 +186,8 @@ class MLMTask(PretrainingTask):
                                    min(length, math.ceil(length * self.mask_rate) + 1))
 
         self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_config,
-                              vocab_size=self.vocab_size)  # no weights until called
+        probe = TEXT_ENCODERS.create_with_defaults(  # no weights until called
+            encoder, encoder_config, vocab_size=self.vocab_size)
         self.encoder_config = common.component_config(TEXT_ENCODERS, encoder, probe,
                                                       encoder_config)
         del probe
@@ -208,8 +209,8 @@ class MLMTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_config,
-                                name="text_encoder")
+        encoder = TEXT_ENCODERS.create_with_defaults(self.encoder_name, self.encoder_config,
+                                                     name="text_encoder")
         self.model = MaskedLanguageModel(encoder, self.vocab_size, name="mlm")
         length = int(self.tokenizer.max_length)
         tokens = tf.zeros([1, length], tf.int32)

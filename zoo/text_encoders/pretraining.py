@@ -42,7 +42,7 @@ class PretrainingTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
+        return TEXT_TOKENIZERS.create_with_defaults(self.tokenizer_name, self.tokenizer_config)
 
     def update_groups(self):
         return [UpdateGroup(self.group_name, self.optimizer, self.model.trainable_variables,
