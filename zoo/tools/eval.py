@@ -6,9 +6,9 @@
         --scorer_dir=runs/contrastive --reference_dir=data/coco_val_images \
         --output_dir=runs/parti/eval_p2
 
---prompts: `shapes` (held-out captions of the built-in shapes data), `partiprompts`
-(../shared/data/partiprompts/PartiPrompts.tsv), a .tsv with a Prompt column, or a .txt with one
-prompt per line. Reports, as they apply:
+--prompts: `shapes` (held-out captions of the built-in shapes data), `partiprompts` (the
+1632 PartiPrompts, shipped with zoo), a .tsv with a Prompt column, or a .txt with one prompt
+per line. Reports, as they apply:
   - shapes checker acceptance, overall and per caption feature (shapes prompts);
   - contrastive agreement (mean cosine of images and prompts) with --scorer_dir / --scorer,
     which also reranks each prompt's samples;
