@@ -17,7 +17,7 @@ PLUGIN = ROOT / "plugins" / "zoo_example"
 def site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--target", str(target), str(PLUGIN)],
+                        "--no-build-isolation", "--target", str(target), str(PLUGIN)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(target.glob("zoo_example-*.dist-info")), list(target.iterdir())
