@@ -14,7 +14,7 @@ list of (regex, spec) pairs from weight paths to sharding specs, one entry per w
     ]
 
 Inside `MeshDistribution.scope()`, a `tf.variable_creator_scope` creates every variable as a
-`dtensor.DVariable` with its layout (DESIGN.md, "Distribution"). Optimizer slots follow their
+`dtensor.DVariable` with its layout (docs/scaling.md). Optimizer slots follow their
 weight: the creator finds the weight a slot is made for (the reference variable Keras passes,
 or the weight the optimizer's `build` loop is on) and derives the slot's layout from the
 weight's layout: same shape -> same layout; a factored moment (one dimension reduced away, as

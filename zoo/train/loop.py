@@ -11,8 +11,8 @@ Gin (`train` is the configurable; a run gin file says):
     train.batch_size = 8
     train.checkpoint_every = 500
 
-A step is two tf.functions (DESIGN.md pitfall 4): one computes the losses and, per update
-group, the gradients (reduced over replicas, clipped by global norm when the group says so);
+A step is two tf.functions (docs/architecture.md, pitfall 4): one computes the losses and, per
+update group, the gradients (reduced over replicas, clipped by global norm when the group says so);
 the other applies them. Between the two the loop checks on the host that every loss and
 gradient norm is finite. The batch of step s is element 0 of `task.dataset(batch_size, seed,
 start_step=s)`, so a resumed run sees the same batches as an uninterrupted one; the step counter,
@@ -469,7 +469,7 @@ def _without_strings(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile: bool):
-    """(grad_step, apply_step): two separate tf.functions (DESIGN.md pitfall 4)."""
+    """(grad_step, apply_step): two separate tf.functions (docs/architecture.md, pitfall 4)."""
     group_names = [g.name for g in groups]
 
     def replica_grads(batch):
