@@ -66,15 +66,15 @@ def tokenizer_flops(cfg):
     """(encode, decode) FLOPs per image of a ViTVQGAN config."""
     p, s = cfg["patch_size"], cfg["image_size"]
     n = (s // p) ** 2
-    d, m = cfg["dim"], cfg["mlp_dim"]
+    d, m = cfg["width"], cfg["mlp_dim"]
     enc = 2 * n * p * p * 3 * d + stack_flops(n, cfg["blocks"], d, cfg["heads"], m,
                                               cfg["head_dim"]) \
         + 2 * n * (d * m + m * cfg["lookup_dim"]) + 2 * n * cfg["lookup_dim"] * \
         cfg["codebook_size"]
-    dd = cfg["decoder_dim"] or d
+    dd = cfg["decoder_width"] or d
     dm = cfg["decoder_mlp_dim"] or m
     dh = cfg["decoder_heads"] or cfg["heads"]
-    dhd = cfg["decoder_head_dim"] if (cfg["decoder_dim"] or cfg["decoder_heads"]) else \
+    dhd = cfg["decoder_head_dim"] if (cfg["decoder_width"] or cfg["decoder_heads"]) else \
         (cfg["decoder_head_dim"] or cfg["head_dim"])
     out = p * p * (6 if cfg["logit_laplace"] else 3)
     dec = 2 * n * cfg["lookup_dim"] * dd + stack_flops(

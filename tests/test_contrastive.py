@@ -124,11 +124,11 @@ def test_scorer_errors(tmp_path):
 
 
 def test_bad_sizes_are_clear():
-    args = dict(encoder="parti_encoder", encoder_config=TINY_ENCODER,
-                tokenizer_config={"model_path": spm_model(), "max_length": 16})
+    args = dict(encoder="parti_encoder", encoder_options=TINY_ENCODER,
+                tokenizer_options={"model_path": spm_model(), "max_length": 16})
     with pytest.raises(ZooError, match="patch_size=5 does not divide image_size=32"):
         contrastive.ContrastiveTask(**{**args, **TINY_VIT, "patch_size": 5})
-    with pytest.raises(ZooError, match="embed_dim must be a positive number"):
+    with pytest.raises(ZooError, match="embed_dim must be a positive integer"):
         contrastive.ContrastiveTask(**{**args, **TINY_VIT, "embed_dim": 0})
 
 
@@ -136,8 +136,8 @@ def test_text_tower_initialised_from_an_mlm_run():
     from zoo.text_encoders import pretrained
     mlm_dir, result = mlm_run()
     task = contrastive.ContrastiveTask(
-        encoder="parti_encoder", encoder_config=TINY_ENCODER,
-        tokenizer_config={"model_path": spm_model(), "max_length": 16},
+        encoder="parti_encoder", encoder_options=TINY_ENCODER,
+        tokenizer_options={"model_path": spm_model(), "max_length": 16},
         init_text_encoder=mlm_dir, **TINY_VIT)
     task.build()
     got = {k: v.numpy() for k, v in pretrained.relative_weights(task.encoder).items()}

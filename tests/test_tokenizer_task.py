@@ -58,13 +58,13 @@ def test_warmup_cosine():
 
 def test_config_is_json_and_rebuilds_without_gin(gin_clean):
     import gin
-    gin.parse_config("vit_vqgan_micro.dim = 16\nvit_vqgan_micro.heads = 4")
+    gin.parse_config("vit_vqgan_micro.width = 16\nvit_vqgan_micro.heads = 4")
     cfg = ViTVQGANTask(tokenizer="vit_vqgan_micro", **COMMON).config()
-    assert cfg["tokenizer_options"] == {"dim": 16, "heads": 4}
+    assert cfg["tokenizer_options"] == {"width": 16, "heads": 4}
     gin.clear_config()
     task = ViTVQGANTask(**json.loads(json.dumps(cfg)))
     task.build()
-    assert task.tokenizer.dim == 16 and task.config() == cfg
+    assert task.tokenizer.width == 16 and task.config() == cfg
     assert [g.name for g in task.update_groups()] == ["generator", "discriminator"]
 
 
@@ -94,7 +94,7 @@ def test_decoder_finetune_keeps_encoder_and_improves(trained, tmp_path):
     d, result, _, _, held = trained
     task = standin(ViTVQGANTask(
         init_from=str(d), freeze_encoder=True, logit_laplace_weight=0.0, adversarial_weight=0.0,
-        tokenizer_options={"decoder_blocks": 2, "decoder_dim": 48, "decoder_heads": 2,
+        tokenizer_options={"decoder_blocks": 2, "decoder_width": 48, "decoder_heads": 2,
                            "logit_laplace": False}, **COMMON), 16)
     assert task.config()["tokenizer"] == "vit_vqgan_micro"  # taken from the source run
     task.build()
@@ -113,8 +113,8 @@ def test_decoder_finetune_keeps_encoder_and_improves(trained, tmp_path):
 
 def test_init_from_rejects_other_encoder(trained):
     d = trained[0]
-    task = ViTVQGANTask(init_from=str(d), tokenizer_options={"dim": 16}, **COMMON)
-    with pytest.raises(ZooError, match="its dim is 32, this tokenizer's is 16"):
+    task = ViTVQGANTask(init_from=str(d), tokenizer_options={"width": 16}, **COMMON)
+    with pytest.raises(ZooError, match="its width is 32, this tokenizer's is 16"):
         task.build()
     with pytest.raises(ZooError, match="not a zoo-train model directory"):
         ViTVQGANTask(init_from=str(d / "nope"))

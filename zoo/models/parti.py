@@ -48,7 +48,8 @@ import numpy as np
 from keras import ops
 
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
-from zoo.errors import ZooError
+from zoo.compat import RENAMED_OPTIONS, renamed
+from zoo.errors import ZooError, check_positive_ints
 from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, MODELS, TEXT_ENCODERS
@@ -66,12 +67,6 @@ def dalle_schedule(layers: int):
     names = ["column" if (i - 2) % 4 == 0 else "row" for i in range(layers)]
     names[-1] = "conv_shaped"
     return names
-
-
-def _positive_int(owner, **values):
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive int, got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -198,7 +193,7 @@ class Parti(keras.Model):
         decoder_attention: None (DALL-E schedule), one kernel name for every layer, or a list
             of kernel specs (registered names or {'name': ..., **config}), one per layer.
         text_encoder: registered text encoder name (default Parti's `parti_encoder`).
-        text_encoder_config: dict of arguments for the text encoder; Parti's own sizes below
+        text_encoder_options: dict of arguments for the text encoder; Parti's own sizes below
             fill in what it accepts and does not set (vocab_size, width, layers, heads,
             mlp_dim, max_length, dropout, mixed_precision).
         encoder_layers: int. Text encoder blocks (Table 1 "encoder layers").
@@ -211,15 +206,15 @@ class Parti(keras.Model):
 
     def __init__(self, image_grid=IMAGE_GRID, image_vocab_size=IMAGE_VOCAB_SIZE, width=1024,
                  decoder_layers=12, heads=16, mlp_dim=4096, decoder_attention=None,
-                 text_encoder="parti_encoder", text_encoder_config=None, encoder_layers=12,
+                 text_encoder="parti_encoder", text_encoder_options=None, encoder_layers=12,
                  text_vocab_size=TEXT_VOCAB_SIZE, max_text_length=MAX_TEXT_LENGTH,
                  train_text_encoder=True, dropout=0.1, mixed_precision=False, **kwargs):
         kwargs.setdefault("name", "parti")
         super().__init__(**kwargs)
-        _positive_int("parti", width=width, decoder_layers=decoder_layers, heads=heads,
-                      mlp_dim=mlp_dim, encoder_layers=encoder_layers,
-                      image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
-                      max_text_length=max_text_length)
+        check_positive_ints("parti", width=width, decoder_layers=decoder_layers, heads=heads,
+                            mlp_dim=mlp_dim, encoder_layers=encoder_layers,
+                            image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
+                            max_text_length=max_text_length)
         if width % heads:
             raise ZooError(f"parti.width={width} is not divisible by heads={heads}")
         try:
@@ -227,7 +222,7 @@ class Parti(keras.Model):
         except (TypeError, ValueError):
             raise ZooError(f"parti.image_grid must be (height, width), got {image_grid!r}") \
                 from None
-        _positive_int("parti", image_grid_height=h, image_grid_width=w)
+        check_positive_ints("parti", image_grid_height=h, image_grid_width=w)
         if not 0.0 <= float(dropout) < 1.0:
             raise ZooError(f"parti.dropout must be in [0, 1), got {dropout!r}")
         self.image_grid = (h, w)
@@ -243,11 +238,11 @@ class Parti(keras.Model):
         self.dropout_rate = float(dropout)
         self.mixed_precision = bool(mixed_precision)
         self.text_encoder_name = text_encoder
-        self.text_encoder_config = dict(text_encoder_config or {})
+        self.text_encoder_options = dict(text_encoder_options or {})
 
         specs = self._attention_specs(decoder_attention, decoder_layers)
         self.text_encoder = _create_text_encoder(
-            text_encoder, self.text_encoder_config,
+            text_encoder, self.text_encoder_options,
             dict(vocab_size=text_vocab_size, width=width, layers=encoder_layers, heads=heads,
                  mlp_dim=mlp_dim, max_length=max_text_length, dropout=dropout,
                  mixed_precision=mixed_precision, name="text_encoder"))
@@ -340,11 +335,16 @@ class Parti(keras.Model):
                 "decoder_layers": self.decoder_layers, "heads": self.heads,
                 "mlp_dim": self.mlp_dim, "decoder_attention": list(self.decoder_attention),
                 "text_encoder": self.text_encoder_name,
-                "text_encoder_config": dict(self.text_encoder_config),
+                "text_encoder_options": dict(self.text_encoder_options),
                 "encoder_layers": self.encoder_layers, "text_vocab_size": self.text_vocab_size,
                 "max_text_length": self.max_text_length,
                 "train_text_encoder": self.train_text_encoder, "dropout": self.dropout_rate,
                 "mixed_precision": self.mixed_precision}
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved when `text_encoder_options` was `text_encoder_config` still load.
+        return super().from_config(renamed(config, RENAMED_OPTIONS))
 
     def architecture(self) -> Dict:
         """The constructor arguments (JSON-able) that rebuild this model without gin."""
@@ -370,9 +370,9 @@ def _create_text_encoder(name, config, defaults):
 def _size(defaults: Dict, overrides: Dict) -> Parti:
     args = {**defaults, **overrides}
     # A swapped-in text encoder does not get the default encoder's config.
-    if ("text_encoder" in overrides and "text_encoder_config" not in overrides
+    if ("text_encoder" in overrides and "text_encoder_options" not in overrides
             and overrides["text_encoder"] != defaults.get("text_encoder", "parti_encoder")):
-        args.pop("text_encoder_config", None)
+        args.pop("text_encoder_options", None)
     return Parti(**args)
 
 

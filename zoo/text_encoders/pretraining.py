@@ -16,7 +16,7 @@ class PretrainingTask(Task):
 
     A subclass sets `group_name` and, in `build`, `self.model` (with a `text_encoder`) and
     `self.optimizer = self.make_optimizer(...)`; it has the attributes learning_rate,
-    warmup_steps, decay_steps, weight_decay, clip_norm, tokenizer_name and tokenizer_config.
+    warmup_steps, decay_steps, weight_decay, clip_norm, tokenizer_name and tokenizer_options.
     """
 
     group_name = "main"
@@ -42,7 +42,7 @@ class PretrainingTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
+        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_options)
 
     def update_groups(self):
         return [UpdateGroup(self.group_name, self.optimizer, self.model.trainable_variables,

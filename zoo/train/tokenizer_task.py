@@ -17,7 +17,7 @@ logit-Laplace loss (see gin/runs/tokenizer_tiny_finetune_decoder.gin).
 
 import logging
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import gin
 import keras
@@ -33,7 +33,7 @@ from zoo.train.task import Task, UpdateGroup
 log = logging.getLogger("zoo")
 
 # Encoder-side settings that must match when copying an encoder from another run.
-ENCODER_KEYS = ("image_size", "patch_size", "blocks", "heads", "dim", "mlp_dim", "head_dim",
+ENCODER_KEYS = ("image_size", "patch_size", "blocks", "heads", "width", "mlp_dim", "head_dim",
                 "codebook_size", "lookup_dim")
 
 
@@ -114,32 +114,37 @@ class AdversarialTraining:
                 "adversarial_start_step", "learning_rate", "end_learning_rate", "warmup_steps",
                 "total_steps", "discriminator_learning_rate", "beta_1", "beta_2",
                 "weight_decay", "clip_norm")
+    ADVERSARIAL_ARGS = GAN_KEYS + ("discriminator",)
 
-    def set_adversarial_options(self, *, perceptual_weight, adversarial_weight,
-                                feature_network, feature_network_options, discriminator,
-                                discriminator_options, r1_weight, adversarial_start_step,
-                                learning_rate, end_learning_rate, warmup_steps, total_steps,
-                                discriminator_learning_rate, beta_1, beta_2, weight_decay,
-                                clip_norm):
-        self.perceptual_weight = float(perceptual_weight)
-        self.adversarial_weight = float(adversarial_weight)
-        self.feature_network = feature_network
+    def set_adversarial_options(self, task_args: Mapping[str, Any]):
+        """Takes the adversarial settings (ADVERSARIAL_ARGS) from a task's `__init__`
+        arguments: the task calls `self.set_adversarial_options(locals())`, so each setting is
+        named once, in the task's signature (which gin binds)."""
+        missing = [k for k in self.ADVERSARIAL_ARGS if k not in task_args]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.__init__ lacks adversarial arguments "
+                            f"{missing}")
+        a = {k: task_args[k] for k in self.ADVERSARIAL_ARGS}
+        self.perceptual_weight = float(a["perceptual_weight"])
+        self.adversarial_weight = float(a["adversarial_weight"])
+        self.feature_network = a["feature_network"]
         self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
-            if perceptual_weight else dict(feature_network_options or {}))
-        self.discriminator_name = discriminator
-        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
-                                                      discriminator_options)
-        self.r1_weight = float(r1_weight)
-        self.adversarial_start_step = int(adversarial_start_step)
-        self.learning_rate = float(learning_rate)
-        self.end_learning_rate = float(end_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.discriminator_learning_rate = discriminator_learning_rate
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = clip_norm
+            resolved_options(FEATURE_NETWORKS, a["feature_network"],
+                             a["feature_network_options"])
+            if a["perceptual_weight"] else dict(a["feature_network_options"] or {}))
+        self.discriminator_name = a["discriminator"]
+        self.discriminator_options = resolved_options(DISCRIMINATORS, a["discriminator"],
+                                                      a["discriminator_options"])
+        self.r1_weight = float(a["r1_weight"])
+        self.adversarial_start_step = int(a["adversarial_start_step"])
+        self.learning_rate = float(a["learning_rate"])
+        self.end_learning_rate = float(a["end_learning_rate"])
+        self.warmup_steps = int(a["warmup_steps"])
+        self.total_steps = int(a["total_steps"])
+        self.discriminator_learning_rate = a["discriminator_learning_rate"]
+        self.beta_1, self.beta_2 = float(a["beta_1"]), float(a["beta_2"])
+        self.weight_decay = float(a["weight_decay"])
+        self.clip_norm = a["clip_norm"]
 
     def adversarial_config(self) -> Dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.GAN_KEYS},
@@ -253,15 +258,7 @@ class ViTVQGANTask(AdversarialTraining, Task):
         self.dataset_options = dict(dataset_options or {})
         self.l2_weight = float(l2_weight)
         self.logit_laplace_weight = float(logit_laplace_weight)
-        self.set_adversarial_options(
-            perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
-            feature_network=feature_network, feature_network_options=feature_network_options,
-            discriminator=discriminator, discriminator_options=discriminator_options,
-            r1_weight=r1_weight, adversarial_start_step=adversarial_start_step,
-            learning_rate=learning_rate, end_learning_rate=end_learning_rate,
-            warmup_steps=warmup_steps, total_steps=total_steps,
-            discriminator_learning_rate=discriminator_learning_rate, beta_1=beta_1,
-            beta_2=beta_2, weight_decay=weight_decay, clip_norm=clip_norm)
+        self.set_adversarial_options(locals())
         self.freeze_encoder = bool(freeze_encoder)
         self.image_summaries = int(image_summaries)
         self.tokenizer = None
