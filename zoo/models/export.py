@@ -2,12 +2,9 @@
 
     export_model_dir("runs/demo/parti", "runs/demo/export")   # what zoo-export runs
 
-Serve it with nothing but TensorFlow and tensorflow-text (which registers the SentencePiece
-ops the graph uses):
+The SavedModel needs only TensorFlow and tensorflow-text (`import tensorflow_text` registers
+the SentencePiece ops of its graph) to run; after `model = tf.saved_model.load(path)`:
 
-    import tensorflow as tf, tensorflow_text  # noqa: F401
-    model = tf.saved_model.load("runs/demo/export")
-    out = model.signatures["serving_default"](prompts=tf.constant(["a red circle"]))
     out = model.signatures["generate"](
         prompts=tf.constant(["a red circle", "two blue squares"]),
         seed=tf.constant(7, tf.int64), num_samples=tf.constant(4),

@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError, check_positive_ints, check_positive_numbers
-from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS
 from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
@@ -215,17 +215,7 @@ class ContrastiveTask(PretrainingTask):
         self.decay_steps, self.weight_decay = int(decay_steps), float(weight_decay)
         self.clip_norm = clip_norm
 
-        self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_options)
-        self.tokenizer_options = common.component_options(TEXT_TOKENIZERS, tokenizer,
-                                                          self.tokenizer, tokenizer_options)
-        self.vocab_size = int(self.tokenizer.vocab_size)
-        self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_options,
-                              vocab_size=self.vocab_size)
-        self.encoder_options = common.component_options(TEXT_ENCODERS, encoder, probe,
-                                                        encoder_options)
-        del probe
+        self.set_text_side(tokenizer, tokenizer_options, encoder, encoder_options)
         self.model = None
         self.optimizer = None
 

@@ -26,7 +26,7 @@ from keras import ops
 
 from zoo.data import text_sources
 from zoo.errors import ZooError, check_positive_ints, check_positive_numbers
-from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS
 from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
@@ -175,23 +175,12 @@ class MLMTask(PretrainingTask):
         self.decay_steps, self.weight_decay = int(decay_steps), float(weight_decay)
         self.clip_norm = clip_norm
 
-        self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_options)
-        self.tokenizer_options = common.component_options(TEXT_TOKENIZERS, tokenizer,
-                                                          self.tokenizer, tokenizer_options)
-        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.set_text_side(tokenizer, tokenizer_options, encoder, encoder_options)
         self.mask_id = mask_id_of(self.tokenizer, mask_id)
         self.special_ids = special_ids_of(self.tokenizer)
         length = int(self.tokenizer.max_length)
         self.max_predictions = int(max_predictions or
                                    min(length, math.ceil(length * self.mask_rate) + 1))
-
-        self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_options,
-                              vocab_size=self.vocab_size)  # no weights until called
-        self.encoder_options = common.component_options(TEXT_ENCODERS, encoder, probe,
-                                                        encoder_options)
-        del probe
         self.model = None
         self.optimizer = None
 

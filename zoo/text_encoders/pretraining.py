@@ -6,7 +6,7 @@ from typing import Sequence
 
 import keras
 
-from zoo.registry import TEXT_TOKENIZERS
+from zoo.registry import TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common
 from zoo.train.task import Task, UpdateGroup
 
@@ -20,6 +20,21 @@ class PretrainingTask(Task):
     """
 
     group_name = "main"
+
+    def set_text_side(self, tokenizer, tokenizer_options, encoder, encoder_options):
+        """Creates the tokenizer and records both components' rebuild arguments: sets
+        tokenizer_name, tokenizer, tokenizer_options, vocab_size, encoder_name and
+        encoder_options (an unbuilt probe of the encoder checks its arguments now)."""
+        self.tokenizer_name = tokenizer
+        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_options)
+        self.tokenizer_options = common.component_options(TEXT_TOKENIZERS, tokenizer,
+                                                          self.tokenizer, tokenizer_options)
+        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.encoder_name = encoder
+        probe = common.create(TEXT_ENCODERS, encoder, encoder_options,
+                              vocab_size=self.vocab_size)  # no weights until called
+        self.encoder_options = common.component_options(TEXT_ENCODERS, encoder, probe,
+                                                        encoder_options)
 
     def make_optimizer(self, no_weight_decay: Sequence[str] = ()):
         """AdamW over the model's trainable variables, built (slots created)."""

@@ -121,14 +121,7 @@ class ViTVQGAN(keras.Model):
         self.build((None, self.image_size, self.image_size, 3))
 
     def decoder_sizes(self):
-        pick = lambda v, d: d if v is None else v  # noqa: E731
-        return dict(blocks=pick(self.decoder_blocks, self.blocks),
-                    heads=pick(self.decoder_heads, self.heads),
-                    width=pick(self.decoder_width, self.width),
-                    mlp_dim=pick(self.decoder_mlp_dim, self.mlp_dim),
-                    head_dim=self.decoder_head_dim if self.decoder_width is not None
-                    or self.decoder_heads is not None else pick(self.decoder_head_dim,
-                                                                self.head_dim))
+        return decoder_sizes(vars(self))
 
     def build(self, input_shape=None):
         n, dec = self.num_tokens, self.decoder_sizes()
@@ -289,6 +282,21 @@ def _stack_params(length, blocks, width, heads, mlp_dim, head_dim):
             + 2 * width)
 
 
+def decoder_sizes(config):
+    """The decoder's {blocks, heads, width, mlp_dim, head_dim} from a ViTVQGAN config (its
+    `decoder_*` arguments, each defaulting to the encoder's; a decoder with its own width or
+    heads gets its own head width, None meaning width // heads)."""
+    def pick(key):
+        value = config.get(f"decoder_{key}")
+        return config[key] if value is None else value
+
+    own_heads = (config.get("decoder_width") is not None
+                 or config.get("decoder_heads") is not None)
+    return dict(blocks=pick("blocks"), heads=pick("heads"), width=pick("width"),
+                mlp_dim=pick("mlp_dim"),
+                head_dim=config.get("decoder_head_dim") if own_heads else pick("head_dim"))
+
+
 def param_counts(config):
     """Analytic parameter counts {encoder, quantizer, decoder, total} for a ViTVQGAN config
     (no weights allocated). `encoder` includes patch embedding, position embeddings, blocks,
@@ -301,14 +309,11 @@ def param_counts(config):
     d, m = c["width"], c["mlp_dim"]
     enc = (p * p * 3 * d + d) + _stack_params(n, c["blocks"], d, c["heads"], m, c["head_dim"]) \
         + (d * m + m + m * c["lookup_dim"] + c["lookup_dim"])
-    dd = c["decoder_width"] or d
-    dm = c["decoder_mlp_dim"] or m
-    dh = c["decoder_heads"] or c["heads"]
-    dhd = c["decoder_head_dim"] if (c["decoder_width"] or c["decoder_heads"]) else \
-        (c["decoder_head_dim"] or c["head_dim"])
+    ds = decoder_sizes(c)
+    dd, dm = ds["width"], ds["mlp_dim"]
     out = p * p * (6 if c["logit_laplace"] else 3)
     dec = (c["lookup_dim"] * dd + dd) \
-        + _stack_params(n, c["decoder_blocks"] or c["blocks"], dd, dh, dm, dhd) \
+        + _stack_params(n, ds["blocks"], dd, ds["heads"], dm, ds["head_dim"]) \
         + (dd * dm + dm + dm * out + out)
     quant = c["codebook_size"] * c["lookup_dim"]
     return {"encoder": enc, "quantizer": quant, "decoder": dec, "total": enc + quant + dec}
