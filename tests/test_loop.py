@@ -222,7 +222,7 @@ def test_allowed_config_change_resumes_and_is_recorded(tmp_path):
     (dict(keep_last=0), "keep_last must be >= 1"),
     (dict(model_dir=None), "no model directory"),
     (dict(task="no_such_task"), "unknown task 'no_such_task'"),
-    (dict(model_dir="gs://bucket/run"), "is a URL.*mount it"),
+    (dict(model_dir="nosuchfs://bucket/run"), "nosuchfs://bucket/run cannot be used.*nosuchfs"),
 ])
 def test_bad_arguments(tmp_path, kw, match):
     args = {**QUIET, "task": tiny_task.TinyRegression(), "model_dir": str(tmp_path / "m"),
