@@ -1,6 +1,6 @@
 """Training stage for the Parti transformer (task `parti`): captions -> image codes.
 
-    # gin/runs/parti_demo.gin
+    # gin/runs/parti_tiny_shapes.gin
     train.task = 'parti'
     parti.model = 'parti_tiny'
     parti.image_tokenizer_dir = 'runs/demo/tokenizer'    # a trained `vit_vqgan` run

@@ -79,10 +79,15 @@ def device_dataset(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset
 
 
 def make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile: bool):
-    """(grad_step, apply_step): two separate tf.functions (DTensor pitfall 4)."""
+    """(grad_step, apply_step): two separate tf.functions (DTensor pitfall 4).
+
+    With `jit_compile`, each replica's forward and backward pass is XLA-compiled (what a TPU
+    compiles; under MirroredStrategy an XLA cluster cannot span the replicas' devices); the
+    cross-replica reduction and clipping run around it.
+    """
     group_names = [g.name for g in groups]
 
-    def replica_grads(batch):
+    def local_grads(batch):
         with tf.GradientTape(persistent=len(groups) > 1) as tape:
             losses, metrics = task.losses(batch, training=True)
             missing = [n for n in group_names if n not in losses]
@@ -90,10 +95,17 @@ def make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile
                 raise ZooError(f"task.losses returned no loss for update group(s) {missing}; "
                                f"it returned {sorted(losses)}")
             scaled = {n: dist.scale_loss(losses[n]) for n in group_names}
+        grads = {g.name: tape.gradient(scaled[g.name], g.variables) for g in groups}
+        del tape
+        return losses, metrics, grads
+
+    compiled = tf.function(local_grads, jit_compile=True) if jit_compile else local_grads
+
+    def replica_grads(batch):
+        losses, metrics, local = compiled(batch)
         grads, norms = {}, {}
         for g in groups:
-            gs = tape.gradient(scaled[g.name], g.variables)
-            gs = list(dist.reduce_gradients(gs, g.variables))
+            gs = list(dist.reduce_gradients(local[g.name], g.variables))
             present = [x for x in gs if x is not None]
             norm = tf.linalg.global_norm(present) if present else tf.constant(0.0)
             if g.clip_norm is not None and present:
@@ -102,10 +114,9 @@ def make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile
                 gs = [next(it) if x is not None else None for x in gs]
             grads[g.name] = gs
             norms[g.name] = norm
-        del tape
         return losses, metrics, norms, grads
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function
     def grad_step(batch):
         return dist.run(replica_grads, batch)
 
