@@ -173,3 +173,43 @@ def test_failed_write_is_one_line_and_keeps_earlier_checkpoints(root, monkeypatc
         m.save(2)
     assert storage.listdir(storage.join(root, "checkpoints")) == ["ckpt-1"]  # no leftovers
     assert storage.listdir(storage.join(root, "checkpoints", "ckpt-1")) == before
+
+
+class _Crash(Exception):
+    """Stands for the process dying at that point (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("point", ["tf_write", "before_manifest", "manifest_write",
+                                   "keep_policy"])
+def test_a_save_interrupted_at_each_write_keeps_a_valid_latest(root, monkeypatch, point):
+    """Interrupt the save of step 3 at each of its writes: the newest valid checkpoint is
+    step 2 (or 3 once its manifest is written) and restores the values saved with it; the
+    next start cleans up and saves again."""
+    v, m = _manager(root, keep_last=1)
+    v.assign([2.0, 2.0, 2.0])
+    m.save(2)
+    v.assign([3.0, 3.0, 3.0])
+
+    def crash(*args, **kwargs):
+        raise _Crash(point)
+
+    if point == "tf_write":
+        monkeypatch.setattr(tf.train.Checkpoint, "write", crash)
+    elif point == "before_manifest":
+        monkeypatch.setattr(ckpt_lib.CheckpointManager, "_commit", crash)
+    elif point == "manifest_write":
+        monkeypatch.setattr(storage, "write_text", crash)
+    else:  # the keep policy uncommits checkpoint 2, then dies before removing its files
+        monkeypatch.setattr(storage, "rmtree", crash)
+    with pytest.raises(_Crash):
+        m.save(3)
+    monkeypatch.undo()
+    committed = 3 if point == "keep_policy" else 2
+    assert ckpt_lib.latest_valid(root) == (committed, [])
+    v.assign([0.0, 0.0, 0.0])
+    assert m.restore_latest() == committed
+    np.testing.assert_array_equal(v.numpy(), [float(committed)] * 3)
+    m.clean_partial()
+    assert not ckpt_lib.unfinished(root)
+    m.save(4)
+    assert m.steps() == [4]
