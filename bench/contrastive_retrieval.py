@@ -45,7 +45,7 @@ def main(argv):
     from zoo.data import pipeline, shapes
     from zoo.registry import DATASETS
     from zoo.text_encoders.contrastive import retrieval_accuracy
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
     from zoo.train.loop import load_task, train
 
     work = FLAGS.model_dir or tempfile.mkdtemp(prefix="zoo_bench_contrastive_")

@@ -77,7 +77,7 @@ def main():
 
     from zoo.data import make_dataset, shapes
     from zoo.tokenizers.text import SentencePieceTokenizer
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:

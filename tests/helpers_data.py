@@ -26,7 +26,7 @@ def corpus(n_shapes=400):
 
 
 def train_spm(path, model_type="unigram", vocab_size=120):
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
     return train_sentencepiece(corpus(), str(path), vocab_size=vocab_size,
                                model_type=model_type, shrink_to_fit=True)
 

@@ -21,7 +21,7 @@ def tiny_parti_run(root=None) -> Path:
 
     import zoo.plugins
     from zoo.data import shapes
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
     from zoo.train.loop import train
     from zoo.train.parti_task import PartiTask  # (also registers the `parti` task)
 

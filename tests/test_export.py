@@ -92,7 +92,7 @@ def test_export_round_trip_matches_zoo_sample(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
-    from zoo.tools.export import build_serving_module, export, export_model_dir
+    from zoo.models.export import build_serving_module, export, export_model_dir
 
     with pytest.raises(ZooError, match=r"--model_dir '.*nope' does not exist"):
         export_model_dir(str(tmp_path / "nope"))
@@ -120,10 +120,10 @@ def test_upsampler_runs_in_the_graph():
     import tensorflow as tf
 
     from zoo.eval.evaluate import to_uint8
+    from zoo.models.export import build_serving_module
     from zoo.models.sampling import TextToImage
     from zoo.registry import IMAGE_TOKENIZERS, MODELS, UPSAMPLERS
     from zoo.tokenizers.text import SentencePieceTokenizer
-    from zoo.tools.export import build_serving_module
 
     spm = str(tiny_parti_run() / "spm.model")
     keras.utils.set_random_seed(1)  # before the tokenizer (it clears TF's kernel cache)

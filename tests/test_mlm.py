@@ -7,8 +7,9 @@ import tensorflow as tf
 import zoo.tokenizers  # noqa: F401  (registers sentencepiece)
 import zoo.text_encoders  # noqa: F401
 from text_encoder_helpers import TINY_ENCODER, captions, mlm_run, spm_model
+from zoo.data import text_sources
 from zoo.errors import ZooError
-from zoo.text_encoders import mlm, text_sources
+from zoo.text_encoders import mlm
 
 
 def _mask(seed, ids, mask, **kw):

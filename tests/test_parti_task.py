@@ -231,7 +231,7 @@ def test_zoo_sample_on_a_mesh_writes_the_same_images(trained, tmp_path):
 
 def test_trains_from_code_records(spm_model, tmp_path):
     from zoo.registry import IMAGE_TOKENIZERS
-    from zoo.tools.encode import encode_dataset
+    from zoo.data.records import encode_dataset
     tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")
     encode_dataset(tokenizer, str(tmp_path / "codes"), num_examples=40, batch_size=20,
                    progress=False)

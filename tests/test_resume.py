@@ -202,7 +202,7 @@ def test_kill_and_resume_transformer_stage(tmp_path, gin_clean, capfd):
     """The real Parti task (Adafactor, condition dropping from (seed, step), text tokenized
     in-graph, image codes from a frozen tokenizer), at its micro size."""
     from zoo.data import shapes
-    from zoo.tools.train_spm import train_sentencepiece
+    from zoo.tokenizers.spm_training import train_sentencepiece
     spm = train_sentencepiece([shapes.caption(0, i) for i in range(300)],
                               str(tmp_path / "spm.model"), vocab_size=60, shrink_to_fit=True)
     assert kill_and_resume(tmp_path, capfd, PARTI_GIN.format(spm=spm), steps=4, every=2) > 20

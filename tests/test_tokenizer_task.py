@@ -138,7 +138,7 @@ def test_superres_on_tokenizer_reconstructions_improves(trained, tmp_path):
 
 def test_encode_tool_writes_and_reads_codes(trained, tmp_path):
     from helpers_data import train_spm
-    from zoo.tools.encode import encode_dataset, load_encoded, read_encoded
+    from zoo.data.records import encode_dataset, load_encoded, read_encoded
     d = trained[0]
     tok = load_tokenizer(str(d))
     spm = str(tmp_path / "spm.model")

@@ -10,7 +10,7 @@ import sentencepiece
 
 from helpers_data import corpus, make_shapes_folder
 from zoo.errors import ZooError
-from zoo.tools.train_spm import VocabSizeError, train_sentencepiece
+from zoo.tokenizers.spm_training import VocabSizeError, train_sentencepiece
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,6 +89,20 @@ def test_text_sources(tmp_path):
         list(texts(None, [str(bad)]))
     with pytest.raises(ZooError, match="not found"):
         list(texts(None, [str(tmp_path / "nope.txt")]))
+
+
+def test_one_text_source_module_serves_spm_and_mlm(tmp_path):
+    """zoo.data.text_sources reads files the same way for the stream (zoo-train-spm) and the
+    in-memory list (mlm): globs in sorted order, UTF-8 only, a limit across files."""
+    from zoo.data.text_sources import load_texts, texts
+    (tmp_path / "b.txt").write_text("three\nfour\n", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n", encoding="utf-8")
+    pattern = str(tmp_path / "*.txt")
+    assert list(texts(None, [pattern])) == ["one", "two", "three", "four"]
+    assert load_texts(text_files=[pattern], max_texts=3) == ["one", "two", "three"]
+    (tmp_path / "c.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ZooError, match="c.txt' is not UTF-8 .line 1"):
+        load_texts(text_files=[pattern])
 
 
 def _run_tool(*args):

@@ -50,8 +50,8 @@ from keras import ops
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.errors import ZooError
 from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
+from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, MODELS, TEXT_ENCODERS
-from zoo.text_encoders import transformer_encoder  # noqa: F401  (registers parti_encoder)
 
 # Parti Table 1 (the text vocabulary and length from Sec. 2 of the paper).
 TEXT_VOCAB_SIZE = 16000

@@ -24,6 +24,7 @@ Defaults (the paper gives no temperature / top-k / top-p): temperature 1.0, no t
 no top-p, guidance 1.2.
 """
 
+import copy
 import logging
 from typing import Optional
 
@@ -141,9 +142,11 @@ class Sampler:
         self.num_tokens = int(num_tokens or total)
         self._fns = {}
 
+    _runtime_scale = False  # set on the copy `decode` makes for a guidance scale tensor
+
     @property
     def guided(self):
-        return self.guidance_scale != 1.0
+        return self._runtime_scale or self.guidance_scale != 1.0
 
     def __call__(self, text_tokens, text_mask, num_samples=1, seed=0, prompt_ids=None):
         """Codes [B * num_samples, h, w] int32, prompt-major (the samples of prompt 0 first).
@@ -172,6 +175,24 @@ class Sampler:
         codes = fn(text_tokens, text_mask, keys)
         h, w = self.model.image_grid
         return tf.reshape(codes, [-1, h, w])
+
+    def decode(self, text_tokens, text_mask, row_keys, num_samples, guidance_scale=None):
+        """Codes [B * num_samples, h * w] int32 traced into the caller's graph (no tf.function
+        or checks of its own), for graphs that embed the sampler, such as an export.
+
+        Args:
+            text_tokens, text_mask: int32 [B, L] tensors.
+            row_keys: int64 [B * num_samples] (`row_keys_for(seed, prompt_ids, num_samples)`).
+            num_samples: int or int32 scalar tensor.
+            guidance_scale: None (the sampler's own) or a float32 scalar tensor given at run
+                time; then the guided path (conditional and unconditional halves) is traced
+                whatever its value, so take the unguided path yourself for a scale of 1.
+        """
+        if guidance_scale is None:
+            return self._decode(text_tokens, text_mask, row_keys, num_samples)
+        runtime = copy.copy(self)
+        runtime.guidance_scale, runtime._runtime_scale = guidance_scale, True
+        return runtime._decode(text_tokens, text_mask, row_keys, num_samples)
 
     # -- the compiled loop -------------------------------------------------------------------
 

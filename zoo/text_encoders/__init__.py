@@ -1,7 +1,7 @@
-"""Text encoders: Parti's transformer encoder, masked-LM and contrastive pretraining."""
+"""Text-encoder pretraining (masked LM and contrastive, as zoo-train tasks), pretrained
+encoders loaded from those runs, and the contrastive scorer.
 
-# Pretraining tasks (mlm, contrastive), the contrastive scorer, pretrained encoders (issue 7).
-from zoo.text_encoders import contrastive, mlm, pretrained, scorer  # noqa: F401,E402
+Parti's own dense encoder, `parti_encoder`, is part of the model: `zoo.models.text_encoder`.
+"""
 
-# Parti's own dense encoder, `parti_encoder` (issue 5).
-from zoo.text_encoders import transformer_encoder  # noqa: F401,E402
+from zoo.text_encoders import contrastive, mlm, pretrained, scorer  # noqa: F401

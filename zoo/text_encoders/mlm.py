@@ -24,9 +24,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from zoo.data import text_sources
 from zoo.errors import ZooError
 from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
-from zoo.text_encoders import common, text_sources
+from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
 # BERT: 15% of tokens; of those 80% [MASK], 10% random, 10% unchanged.

@@ -9,7 +9,7 @@
 
 Ids are those of the python `sentencepiece` library for the same model file (tokenizing is done
 by `tensorflow_text.SentencepieceTokenizer`, which wraps the same C++ code). Make a model with
-`zoo-train-spm` (see `zoo/tools/train_spm.py`); its pieces are pad=0, eos=1, unk=2, no bos.
+`zoo-train-spm` (see `zoo/tokenizers/spm_training.py`); its pieces are pad=0, eos=1, unk=2, no bos.
 """
 
 import os

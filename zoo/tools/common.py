@@ -1,14 +1,19 @@
 """What every tool shares: gin flags, plugin loading, and one-line errors with exit code 1.
 
-A tool is absl flags plus a short `main(argv)`:
+A tool is absl flags plus a short `main(argv)` that makes one call into the library:
 
     from zoo.tools import common
-    common.define_gin_flags()
+    def define_flags():               # called once, when the tool runs (not on import)
+        common.define_gin_flags()
+        flags.DEFINE_string("output", None, "...")
     def main(argv):
         common.setup(argv)            # plugins + gin files/bindings, errors as one line
         ...
     def run():
-        common.run(main)
+        common.run(main, define_flags)
+
+Flags are defined when the tool runs, not when its module is imported, so that tests and other
+tools can import any tool module (several tools take flags of the same name, e.g. --seed).
 """
 
 import logging
@@ -132,8 +137,21 @@ def _print_help(main: Callable) -> None:
     print("\nabsl flags (e.g. --verbosity): --helpfull")
 
 
-def run(main: Callable, argv: Optional[list] = None) -> None:
-    """absl's app.run with user errors printed as one line and exit code 1."""
+_DEFINED = set()
+
+
+def define_once(define_flags: Optional[Callable]) -> None:
+    """Calls a tool's `define_flags()` unless it already ran in this process."""
+    if define_flags is not None and define_flags not in _DEFINED:
+        define_flags()
+        _DEFINED.add(define_flags)
+
+
+def run(main: Callable, define_flags: Optional[Callable] = None,
+        argv: Optional[list] = None) -> None:
+    """absl's app.run with the tool's flags defined (`define_flags`, once), user errors printed
+    as one line and exit code 1."""
+    define_once(define_flags)
     args = sys.argv if argv is None else argv
     module = getattr(main, "__module__", "") or ""
     if module.startswith("zoo.tools."):

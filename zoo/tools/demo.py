@@ -83,7 +83,7 @@ class Demo:
         if os.path.exists(out):
             return f"{out} (exists)"
         from zoo.data import pipeline
-        from zoo.tools.train_spm import train_sentencepiece
+        from zoo.tokenizers.spm_training import train_sentencepiece
         texts = list(pipeline.captions("synthetic_shapes", "train",
                                        max_sentences=2000 if self.quick else 20000))
         os.makedirs(os.path.dirname(out), exist_ok=True)

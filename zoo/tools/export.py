@@ -20,155 +20,21 @@ ops the graph uses):
 Signatures: `serving_default` takes only `prompts` (seed, number of samples and guidance scale
 as exported); `generate` takes all four. Sample s of prompt p depends only on (seed, p, s), as
 in zoo-sample, so the same seed gives the same images as `zoo-sample` for the same prompts.
-Temperature, top-k and top-p are fixed at export time (flags).
+Temperature, top-k and top-p are fixed at export time (flags). The library side is
+`zoo.models.export`.
 """
 
-import json
-import os
 import sys
-from pathlib import Path
 
 from absl import flags
 
-from zoo.errors import ZooError
 from zoo.tools import common
 
-SIGNATURE_FULL = "generate"
-INFO_FILE = "zoo_export.json"
-
-
-def to_uint8(images):
-    """Images in [0, 1] -> uint8 with round-to-nearest (the one conversion PNGs are made with)."""
-    import tensorflow as tf
-    images = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 1.0)
-    return tf.cast(tf.round(images * 255.0), tf.uint8)
-
-
-def build_serving_module(model, text_tokenizer, image_tokenizer, *, upsampler=None,
-                         temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2,
-                         num_samples=1, seed=0):
-    """A tf.Module with `generate(prompts, seed, num_samples, guidance_scale)` (see docstring).
-
-    Args:
-        model: a built Parti model.
-        text_tokenizer: the in-graph SentencePiece tokenizer (zoo.tokenizers.text).
-        image_tokenizer: the image tokenizer whose `decode(codes)` gives images in [0, 1].
-        upsampler: optional callable images -> images applied after decoding (e.g. an
-            upsampler's `upsample`); track its model on the module so its weights are saved.
-        temperature, top_k, top_p: sampling settings baked into the graph.
-        guidance_scale, num_samples, seed: defaults used by `serving_default`.
-    """
-    import tensorflow as tf
-
-    from zoo.models.sampling import Sampler, row_keys_for
-
-    # Validates the settings with the sampler's own messages.
-    Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
-            guidance_scale=guidance_scale)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ZooError(f"--num_samples must be a positive int, got {num_samples!r}")
-
-    class _TensorGuidance(Sampler):
-        """The sampler's guided path with the scale given as a tensor at serving time."""
-
-        guided = True
-
-    settings = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
-
-    class TextToImage(tf.Module):
-        def __init__(self):
-            super().__init__(name="zoo_text_to_image")
-            self.model = model
-            self.text_tokenizer = text_tokenizer
-            self.image_tokenizer = image_tokenizer
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.string, name="prompts"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([], tf.int32, name="num_samples"),
-            tf.TensorSpec([], tf.float32, name="guidance_scale")])
-        def generate(self, prompts, seed, num_samples, guidance_scale):
-            tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
-            tf.debugging.assert_non_negative(guidance_scale,
-                                             message="guidance_scale must be >= 0")
-            tokens = self.text_tokenizer(prompts)
-            ids, mask = tokens["ids"], tokens["mask"]
-            batch = tf.shape(prompts)[0]
-            keys = row_keys_for(seed, tf.range(batch), num_samples)
-
-            def plain():
-                return Sampler(model, guidance_scale=1.0, **settings)._decode(
-                    ids, mask, keys, num_samples)
-
-            def guided():
-                sampler = _TensorGuidance(model, guidance_scale=2.0, **settings)
-                sampler.guidance_scale = guidance_scale
-                return sampler._decode(ids, mask, keys, num_samples)
-
-            # A scale of 1 takes the sampler's unguided path (no unconditional half), as
-            # zoo-sample does, so the tokens are the same.
-            codes = tf.cond(tf.equal(guidance_scale, 1.0), plain, guided)
-            h, w = model.image_grid
-            codes = tf.reshape(codes, [-1, h, w])
-            images = self.image_tokenizer.decode(codes)
-            if upsampler is not None:
-                images = upsampler(images)
-            pixels = to_uint8(images)
-            png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
-            size = tf.shape(pixels)[1:]
-            split = tf.stack([batch, num_samples])
-            return {
-                "images": tf.reshape(pixels, tf.concat([split, size], 0)),
-                "png": tf.reshape(png, split),
-                "codes": tf.reshape(codes, tf.concat([split, [h, w]], 0)),
-                "truncated": tokens["truncated"],
-            }
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
-        def serve(self, prompts):
-            return self.generate(prompts, tf.constant(int(seed), tf.int64),
-                                 tf.constant(int(num_samples), tf.int32),
-                                 tf.constant(float(guidance_scale), tf.float32))
-
-    return TextToImage()
-
-
-def export(module, output_dir, info=None) -> Path:
-    """Saves a module from `build_serving_module` with its two signatures (atomically)."""
-    import shutil
-
-    import tensorflow as tf
-
-    out = Path(output_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "saved_model.pb").exists():
-        raise ZooError(f"--output_dir {str(out)!r} exists and is not an exported model; pick an "
-                       f"empty or new folder (nothing was overwritten)")
-    tmp = out.with_name(out.name + ".tmp-export")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    # tf.functions, not concrete functions: tracing outside the save context would be wasted
-    # (saving traces again, the save context being part of the function cache key).
-    signatures = {"serving_default": module.serve, SIGNATURE_FULL: module.generate}
-    tf.saved_model.save(module, str(tmp), signatures=signatures)
-    (tmp / INFO_FILE).write_text(json.dumps(info or {}, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
-# -- the tool ----------------------------------------------------------------------------------
-
 FLAGS = flags.FLAGS
-_FLAGS_DEFINED = False
 
 
-def _define_flags():
-    # Defined when the tool runs (not on import), so that other tools can import this module.
-    global _FLAGS_DEFINED
-    if _FLAGS_DEFINED:
-        return
-    _FLAGS_DEFINED = True
+def define_flags():
+    common.define_gin_flags()
     flags.DEFINE_string("output_dir", None, "Folder to write the SavedModel to (default: "
                         "<model_dir>/export; an earlier export there is replaced).")
     flags.DEFINE_float("temperature", 1.0, "Sampling temperature baked into the graph "
@@ -181,37 +47,11 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "Default seed for serving_default.")
     flags.DEFINE_integer("step", None, "Checkpoint step of --model_dir (default: newest).")
     flags.DEFINE_string("upsampler_dir", None, "A super-resolution run to include.")
-    common.define_gin_flags()
-
-
-def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=None,
-                     temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, num_samples=1,
-                     seed=0) -> Path:
-    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder."""
-    if not model_dir:
-        raise ZooError("--model_dir is required: the directory of a `parti` zoo-train run")
-    if not os.path.isdir(model_dir):
-        raise ZooError(f"--model_dir {model_dir!r} does not exist; pass the directory of a "
-                       f"`parti` zoo-train run (e.g. runs/demo/parti from zoo-demo)")
-    from zoo.models.sampling import TextToImage
-    pipe = TextToImage.from_model_dir(model_dir, step=step, upsampler_dir=upsampler_dir)
-    upsampler = pipe.upsampler.upsample if pipe.upsampler is not None else None
-    module = build_serving_module(
-        pipe.model, pipe.text_tokenizer, pipe.image_tokenizer, upsampler=upsampler,
-        temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
-        num_samples=num_samples, seed=seed)
-    if upsampler is not None:
-        module.upsampler_model = pipe.upsampler  # tracked, so its weights are saved
-    info = {"model_dir": os.path.abspath(model_dir),
-            "checkpoint_step": getattr(pipe.task, "restored_step", None),
-            "upsampler_dir": os.path.abspath(upsampler_dir) if upsampler_dir else None,
-            "temperature": temperature, "top_k": top_k, "top_p": top_p,
-            "guidance_scale": guidance_scale, "num_samples": num_samples, "seed": seed}
-    return export(module, output_dir or os.path.join(model_dir, "export"), info)
 
 
 def main(argv):
     common.setup(argv)
+    from zoo.models.export import SIGNATURE_FULL, export_model_dir
     out = export_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, step=FLAGS.step, upsampler_dir=FLAGS.upsampler_dir,
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
@@ -222,8 +62,7 @@ def main(argv):
 
 
 def run():
-    _define_flags()
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ class PartiTask(Task):
 
         self.code_records = os.path.abspath(code_records) if code_records else None
         if self.code_records:
-            from zoo.tools.encode import read_info
+            from zoo.data.records import read_info
             info = read_info(self.code_records, split)
             if (tuple(info["grid_size"]) != self.image_grid
                     or int(info["codebook_size"]) != self.codebook_size):
@@ -283,7 +283,7 @@ class PartiTask(Task):
         return ds.map(encode)
 
     def _code_dataset(self, batch_size, seed, start_step):
-        from zoo.tools.encode import read_encoded
+        from zoo.data.records import read_encoded
         ds = read_encoded(self.code_records, self.split, batch_size=batch_size, seed=seed,
                           start_step=start_step)
         tokenizer = self.text_tokenizer

@@ -346,6 +346,18 @@ def load_tokenizer(model_dir):
     return tok
 
 
+def encode_run(tokenizer_dir, output, **kwargs):
+    """Encodes a dataset with the tokenizer of the `vit_vqgan` run `tokenizer_dir` into code
+    records in `output` (what zoo-encode runs); `kwargs` go to
+    `zoo.data.records.encode_dataset`. Returns the split's info dict."""
+    from zoo.data.records import encode_dataset
+    if not tokenizer_dir:
+        raise ZooError("--tokenizer_dir is required (the model directory of a vit_vqgan run)")
+    if not output:
+        raise ZooError("--output is required (a directory for the TFRecords)")
+    return encode_dataset(load_tokenizer(tokenizer_dir), output, **kwargs)
+
+
 def copy_encoder(model_dir, tokenizer):
     """Copies encoder + codebook weights of the tokenizer trained in `model_dir`."""
     source = load_tokenizer(model_dir)
