@@ -20,7 +20,9 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # distribute_helpers: the task's loss
 
 
 def peak_rss_gib() -> float:
@@ -46,17 +48,19 @@ def main():
     import keras
     import tensorflow as tf
 
+    from distribute_helpers import TinyPartiTask
     from zoo import distribute
     from zoo.registry import MODELS, OPTIMIZERS
     from zoo.train.loop import train
     from zoo.train.summaries import read_scalars
-    from zoo.train.task import Task, UpdateGroup
     import zoo.models  # noqa: F401
     import zoo.train  # noqa: F401
 
     times, peaks = [], []
 
-    class Parti350M(Task):
+    class Parti350M(TinyPartiTask):
+        """TinyPartiTask's cross-entropy and update group on the real Parti-350M."""
+
         def build(self):
             self.model = MODELS.create("parti_350m", image_grid=[args.grid, args.grid],
                                        max_text_length=args.text_length, dropout=0.0)
@@ -74,19 +78,6 @@ def main():
             batch = {"text_tokens": text, "text_mask": tf.ones_like(text), "image_codes": codes}
             return tf.data.Dataset.from_tensors(batch).repeat()
 
-        def update_groups(self):
-            return [UpdateGroup("model", self.optimizer, self.model.trainable_variables,
-                                clip_norm=4.0)]
-
-        def losses(self, batch, training=True):
-            logits = self.model(batch, training=training)
-            labels = tf.reshape(batch["image_codes"], [tf.shape(logits)[0], -1])
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            return {"model": loss}, {}
-
-        def trackables(self):
-            return {"model": self.model}
-
         def after_step(self, step):
             now = time.perf_counter()
             times.append(now - self.t0)
@@ -96,14 +87,14 @@ def main():
     dist = distribute.get(strategy="mirrored", num_devices=args.devices)
     model_dir = tempfile.mkdtemp(prefix="parti_350m_smoke_")
     keras.utils.set_random_seed(0)
-    task = Parti350M()
+    task = Parti350M(clip_norm=4.0)
     t_start = time.perf_counter()
     result = train(task=task, model_dir=model_dir, steps=args.steps,
                    batch_size=args.batch_size, seed=0, distribution=dist, progress=False,
                    summary_every=1, image_summary_every=0, checkpoint_every=args.steps)
     total = time.perf_counter() - t_start
     params = sum(int(v.shape.num_elements()) for v in task.model.trainable_variables)
-    losses = read_scalars(os.path.join(model_dir, "train"))["loss/model"]
+    losses = read_scalars(os.path.join(model_dir, "train"))["loss/main"]
     print(f"Parti-350M: {params:,} parameters, {task.model.encoder_layers} + "
           f"{task.model.decoder_layers} layers, width {task.model.width}; grid "
           f"{args.grid}x{args.grid}, text {args.text_length}; global batch {args.batch_size} "
