@@ -40,7 +40,8 @@ def task_checkpoint(trackables: Dict[str, Any], **extra) -> tf.train.Checkpoint:
                                **extra)
 
 
-def _default_distribution():
+def default_distribution():
+    """The single-device Distribution (no distribution)."""
     from zoo.distribute.base import Distribution
     return Distribution()
 
@@ -69,7 +70,7 @@ def load_task(model_dir: str, step: Optional[int] = None, distribution=None) -> 
     except TypeError as e:
         raise ZooError(f"cannot rebuild task {info['task']!r} from {model_dir}/"
                        f"{run_info.RUN_FILE}: {e}") from None
-    dist = distribution if distribution is not None else _default_distribution()
+    dist = distribution if distribution is not None else default_distribution()
     with dist.scope():
         task.build()
         trackables = task.trackables()

@@ -34,7 +34,8 @@ import tensorflow as tf
 from zoo.errors import ZooError
 from zoo.train import checkpoint as ckpt_lib
 from zoo.train import run_info, steps as steps_lib, storage
-from zoo.train.load import load_task, task_checkpoint  # noqa: F401  (load_task re-exported)
+from zoo.train.load import (default_distribution, load_task,  # noqa: F401 (load_task re-exported)
+                             task_checkpoint)
 from zoo.train.summaries import SummaryWriter
 from zoo.train.task import Task, UpdateGroup, make_task, task_class, task_name_of  # noqa: F401
 
@@ -246,7 +247,7 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
                 image_summary_every)
     steps, batch_size, seed = int(steps), int(batch_size), int(seed)
     model_dir = os.fspath(model_dir)
-    dist = distribution if distribution is not None else _default_distribution()
+    dist = distribution if distribution is not None else default_distribution()
     dist.check_batch_size(batch_size)
     saved = _check_model_dir(model_dir)
 
@@ -284,11 +285,6 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
     finally:
         session.close()
     return session.result(t_start)
-
-
-def _default_distribution():
-    from zoo.distribute.base import Distribution
-    return Distribution()
 
 
 class _Session:
