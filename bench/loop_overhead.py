@@ -6,8 +6,8 @@ The loop (zoo.train.loop.train) adds to the two step tf.functions: a host sync p
 finite-check of every loss and gradient norm), the step counter, `after_step`, summaries every
 100 steps and the progress bar (off here). The bare loop runs the very same two tf.functions
 (`zoo.train.steps.make_step_functions`) back to back and syncs once at the end. Both on the
-same task: an MLP regression (tests/tiny_task.py) with batch 64. Times are wall seconds after one warm-up step;
-the machine is shared, so the load average is printed.
+same task: an MLP regression (tests/tiny_task.py) with batch 64. Times are wall seconds after
+one warm-up step; the machine is shared, so the load average is printed.
 """
 
 import argparse
