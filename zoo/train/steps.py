@@ -81,9 +81,9 @@ def device_dataset(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset
 def make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile: bool):
     """(grad_step, apply_step): two separate tf.functions (DTensor pitfall 4).
 
-    With `jit_compile`, each replica's forward and backward pass is XLA-compiled (what a TPU
-    compiles; under MirroredStrategy an XLA cluster cannot span the replicas' devices); the
-    cross-replica reduction and clipping run around it.
+    With `jit_compile`, each replica's forward and backward pass is XLA-compiled (under
+    MirroredStrategy an XLA cluster cannot span the replicas' devices); the cross-replica
+    reduction and clipping run around it. On a TPU everything is compiled anyway.
     """
     group_names = [g.name for g in groups]
 
@@ -99,7 +99,10 @@ def make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile
         del tape
         return losses, metrics, grads
 
-    compiled = tf.function(local_grads, jit_compile=True) if jit_compile else local_grads
+    # On a TPU, TPUStrategy compiles the whole replica function (sync points included);
+    # a nested tf.function there could hold no cross-replica sync point.
+    nested = jit_compile and getattr(dist, "name", "") != "tpu"
+    compiled = tf.function(local_grads, jit_compile=True) if nested else local_grads
 
     def replica_grads(batch):
         losses, metrics, local = compiled(batch)
