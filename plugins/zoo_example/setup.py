@@ -4,7 +4,7 @@ Install it and zoo finds it through the `zoo.plugins` entry point; nothing in zo
 
     pip install plugins/zoo_example
     zoo-list attention          # ... attention example_strided ... [example]
-    zoo-train --gin_file=runs/parti_demo.gin \
+    zoo-train --gin_file=runs/parti_tiny_shapes.gin \
         --gin_file=$(python -c "import zoo_example; print(zoo_example.GIN_DIR)")/strided.gin ...
 """
 

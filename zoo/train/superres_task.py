@@ -102,7 +102,10 @@ class SuperResTask(AdversarialTraining, Task):
 
     def inputs(self, images):
         """The upsampler's inputs for high-resolution `images`."""
-        low = tf.image.resize(images, (self.low_size, self.low_size), method="area")
+        # Area downsampling by the integer scale, as average pooling: XLA (TPUs) has no
+        # ResizeArea kernel.
+        scale = self.image_size // self.low_size
+        low = tf.nn.avg_pool2d(images, scale, scale, "VALID")
         if self.tokenizer is not None:
             low = self.tokenizer.decode(self.tokenizer.encode(low))
         return tf.stop_gradient(low)

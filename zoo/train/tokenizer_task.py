@@ -28,6 +28,7 @@ from keras import ops
 from zoo.errors import ZooError
 from zoo.models import losses as L
 from zoo.registry import DISCRIMINATORS, FEATURE_NETWORKS, IMAGE_TOKENIZERS, TASKS
+from zoo.train import run_info
 from zoo.train.task import Task, UpdateGroup
 
 log = logging.getLogger("zoo")
@@ -247,7 +248,7 @@ class ViTVQGANTask(AdversarialTraining, Task):
                  beta_1=0.9, beta_2=0.99, weight_decay=1e-4, clip_norm=None, init_from=None,
                  freeze_encoder=False, image_summaries=8):
         self.init_from = init_from
-        source = _source_tokenizer(init_from) if init_from else None
+        source = run_info.tokenizer_run(init_from, what="init_from") if init_from else None
         if tokenizer is None:  # default: the source run's tokenizer, else the CPU demo size
             tokenizer = source[0] if source is not None else "vit_vqgan_tiny"
         base = dict(source[1]) if source is not None and source[0] == tokenizer else {}
@@ -331,20 +332,6 @@ class ViTVQGANTask(AdversarialTraining, Task):
 
 
 # -- helpers used by other stages --------------------------------------------------------------
-
-def _source_tokenizer(model_dir):
-    """(tokenizer name, options) of a `vit_vqgan` run, from its run.json."""
-    from zoo.train import run_info
-    info = run_info.read(model_dir)
-    if info is None:
-        raise ZooError(f"init_from={model_dir!r} is not a zoo-train model directory (no "
-                       f"{run_info.RUN_FILE}); give the directory of a trained tokenizer run")
-    cfg = info.get("task_config", {})
-    if "tokenizer" not in cfg:
-        raise ZooError(f"init_from={model_dir!r} is a {info.get('task')!r} run, not a "
-                       f"tokenizer run")
-    return cfg["tokenizer"], cfg.get("tokenizer_options", {})
-
 
 def load_tokenizer(model_dir):
     """The trained tokenizer of a `vit_vqgan` run directory (latest valid checkpoint)."""
