@@ -16,6 +16,7 @@ Temperature, top-k and top-p are fixed at export time (flags).
 """
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -140,15 +141,24 @@ def export(module, output_dir, info=None) -> Path:
 
 
 def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=None,
-                     temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, num_samples=1,
-                     seed=0) -> Path:
-    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder."""
+                     temperature=None, top_k=None, top_p=None, guidance_scale=None,
+                     num_samples=1, seed=0) -> Path:
+    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder.
+
+    Sampling settings left None take the run's recorded ones (sampling.json), else defaults.
+    """
     if not model_dir:
         raise ZooError("--model_dir is required: the directory of a `parti` zoo-train run")
     if not os.path.isdir(model_dir):
         raise ZooError(f"--model_dir {model_dir!r} does not exist; pass the directory of a "
                        f"`parti` zoo-train run (e.g. runs/demo/parti from zoo-demo)")
+    from zoo.models import sampling_settings
     from zoo.models.sampling import TextToImage
+    settings = sampling_settings.resolve(model_dir, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, guidance_scale=guidance_scale)
+    logging.getLogger("zoo").info("zoo-export: sampling settings: %s", settings.describe())
+    temperature, top_k, top_p, guidance_scale = (settings.values[k]
+                                                 for k in sampling_settings.KEYS)
     pipe = TextToImage.from_model_dir(model_dir, step=step, upsampler_dir=upsampler_dir)
     upsampler = pipe.upsampler.upsample if pipe.upsampler is not None else None
     module = build_serving_module(

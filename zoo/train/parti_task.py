@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.registry import IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
+from zoo.registry import DATASETS, IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
 from zoo.train import optimizers as _optimizers  # noqa: F401  (registers adafactor, schedule)
 from zoo.train import run_info, storage
 from zoo.train.task import Task, UpdateGroup
@@ -188,7 +188,8 @@ class PartiTask(Task):
                     mixed_precision=bool(mixed_precision or arch.get("mixed_precision")))
         self.model_options = arch
         self.dataset_name = dataset
-        self.dataset_options = dict(dataset_options or {})
+        # Resolved (gin bindings of the dataset included), so run.json names the data it read.
+        self.dataset_options = resolved_options(DATASETS, dataset, dataset_options)
         self.split = split
         self.condition_drop_rate = float(condition_drop_rate)
         self.optimizer_name = optimizer
@@ -266,13 +267,15 @@ class PartiTask(Task):
         return ds.prefetch(2)
 
     def _image_dataset(self, batch_size, seed, start_step):
-        from zoo.data.pipeline import make_dataset
+        from zoo.data.pipeline import get_dataset, make_dataset
         if self.image_tokenizer is None:
             raise ZooError("PartiTask.dataset() needs build() first (the image tokenizer)")
-        ds = make_dataset(dataset=self.dataset_name, split=self.split,
-                          image_size=self.image_size, batch_size=batch_size,
-                          tokenizer=self.text_tokenizer, seed=seed, start_step=start_step,
-                          **self.dataset_options)
+        # Built first: the dataset's own arguments (e.g. its `seed`) must not collide with the
+        # pipeline's (the data-order `seed`).
+        ds = make_dataset(dataset=get_dataset(self.dataset_name, **self.dataset_options),
+                          split=self.split, image_size=self.image_size,
+                          batch_size=batch_size, tokenizer=self.text_tokenizer, seed=seed,
+                          start_step=start_step)
         tokenizer = self.image_tokenizer
 
         def encode(batch):

@@ -27,7 +27,7 @@ from keras import ops
 
 from zoo.errors import ZooError
 from zoo.models import losses as L
-from zoo.registry import DISCRIMINATORS, FEATURE_NETWORKS, IMAGE_TOKENIZERS, TASKS
+from zoo.registry import DATASETS, DISCRIMINATORS, FEATURE_NETWORKS, IMAGE_TOKENIZERS, TASKS
 from zoo.train import run_info
 from zoo.train.task import Task, UpdateGroup
 
@@ -89,12 +89,14 @@ def resolved_options(registry, name, options) -> Dict[str, Any]:
 def make_data(dataset, split, image_size, batch_size, seed, start_step, options):
     """Batches of `dataset` from the shared pipeline (zoo.data.pipeline.make_dataset)."""
     try:
-        from zoo.data.pipeline import make_dataset
+        from zoo.data.pipeline import get_dataset, make_dataset
     except ImportError as e:
         raise ZooError(f"the data pipeline is not available ({e})") from None
-    return make_dataset(dataset=dataset, split=split, image_size=image_size,
-                        batch_size=batch_size, tokenizer=None, seed=seed,
-                        start_step=start_step, **dict(options or {}))
+    # Built first: the dataset's own arguments (e.g. its `seed`) must not collide with the
+    # pipeline's (the data-order `seed`).
+    return make_dataset(dataset=get_dataset(dataset, **dict(options or {})), split=split,
+                        image_size=image_size, batch_size=batch_size, tokenizer=None,
+                        seed=seed, start_step=start_step)
 
 
 def side_by_side(inputs, outputs):
@@ -256,7 +258,8 @@ class ViTVQGANTask(AdversarialTraining, Task):
         self.tokenizer_options = resolved_options(IMAGE_TOKENIZERS, tokenizer,
                                                   {**base, **dict(tokenizer_options or {})})
         self.dataset_name = dataset
-        self.dataset_options = dict(dataset_options or {})
+        # Resolved (gin bindings of the dataset included), so run.json names the data it read.
+        self.dataset_options = resolved_options(DATASETS, dataset, dataset_options)
         self.l2_weight = float(l2_weight)
         self.logit_laplace_weight = float(logit_laplace_weight)
         self.set_adversarial_options(locals())
