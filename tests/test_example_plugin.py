@@ -77,7 +77,7 @@ def test_plugin_model_trains_and_samples_through_the_tools(site, tmp_path):
         "example_sincos_tiny.mlp_dim = 64", "example_sincos_tiny.heads = 2",
         "example_sincos_tiny.encoder_layers = 1", "example_sincos_tiny.decoder_layers = 2",
         "example_sincos_tiny.decoder_attention = ['row', 'conv_shaped']"]
-    args = ["--gin_file=runs/parti_demo.gin", f"--gin_file={gin_file}",
+    args = ["--gin_file=runs/parti_tiny_shapes.gin", f"--gin_file={gin_file}",
             f"--model_dir={model_dir}", "--progress=false",
             *[f"--gin_bindings={b}" for b in bindings]]
     first = run_tool("train", *args, "--steps=2", extra_path=site, timeout=600)

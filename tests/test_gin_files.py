@@ -109,7 +109,7 @@ def test_gin_file_names_registered_things_and_builds_them(path, gin_clean):
 
 @pytest.mark.parametrize("path", PLUGIN_GIN_FILES, ids=lambda p: Path(p).name)
 def test_plugin_gin_file_on_the_demo_run(path, gin_clean):
-    _check(path, base=["runs/parti_demo.gin"])
+    _check(path, base=["runs/parti_tiny_shapes.gin"])
 
 
 @pytest.mark.parametrize("path", GIN_FILES)

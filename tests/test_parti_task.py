@@ -388,9 +388,11 @@ def test_the_registered_model_is_built_with_its_registered_decoder(spm_model, gi
         DECODERS.unregister("test_shifted")
 
 
-def test_run_json_written_before_decoders_were_registered_still_loads(spm_model):
-    """model_options as run.json recorded them before `decoder`/`decoder_config` existed (a
-    demo run's Parti, with micro sizes): the model builds with Parti's own decoder."""
+def test_run_json_written_before_decoders_were_registered_still_loads(spm_model, tmp_path):
+    """A parti run.json as written before `decoder`/`decoder_options` existed (and when
+    `text_encoder_options` was `text_encoder_config`; a demo run's Parti, at micro sizes):
+    the task reads it and builds Parti with its own decoder."""
+    from zoo.train import run_info
     old = {"decoder_attention": ["row", {"block_cols": None, "block_rows": None,
                                          "kernel_size": 11, "name": "conv_shaped",
                                          "native": True}],
@@ -399,7 +401,12 @@ def test_run_json_written_before_decoders_were_registered_still_loads(spm_model)
            "mixed_precision": False, "mlp_dim": 64, "name": "parti",
            "text_encoder": "parti_encoder", "text_encoder_config": {}, "text_vocab_size": 40,
            "train_text_encoder": True, "width": 32}
-    task = make_task(spm_model, model="parti_tiny", model_options=old)
+    config = {"model": "parti_tiny", "model_options": old, "image_tokenizer": "vit_vqgan_micro",
+              "image_tokenizer_options": {}, "text_tokenizer": spm_model,
+              "max_text_length": 16, "dataset": "synthetic_shapes", "dataset_options": {}}
+    (tmp_path / "run.json").write_text(json.dumps({"task": "parti", "task_config": config}))
+    task = PartiTask(**run_info.read(str(tmp_path))["task_config"])
     task.build()
     assert type(task.model.decoder).__name__ == "ImageDecoder"
     assert task.model.decoder.num_tokens == 16 and task.model.width == 32
+    assert task.model_options["decoder"] == "parti_decoder"

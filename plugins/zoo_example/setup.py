@@ -5,9 +5,9 @@ Install it and zoo finds it through the `zoo.plugins` entry point; nothing in zo
 
     pip install plugins/zoo_example
     zoo-list --source attention decoder model        # ... example_strided ... [example]
-    zoo-train --gin_file=runs/parti_demo.gin \
+    zoo-train --gin_file=runs/parti_tiny_shapes.gin \
         --gin_file=$(python -c "import zoo_example; print(zoo_example.GIN_DIR)")/strided.gin ...
-    zoo-train --gin_file=runs/parti_demo.gin \
+    zoo-train --gin_file=runs/parti_tiny_shapes.gin \
         --gin_file=$(python -c "import zoo_example; print(zoo_example.GIN_DIR)")/sincos.gin ...
 """
 

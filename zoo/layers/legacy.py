@@ -18,8 +18,8 @@ class LegacySelfAttention:
 
     @classmethod
     def from_config(cls, config):
-        # The causal layer's config has `width` and `kernel`; the ViT layer's has `dim`.
-        if "width" in config or "kernel" in config:
+        # Only the causal layer's config names an attention `kernel` (and a `memory_width`).
+        if "kernel" in config or "memory_width" in config:
             from zoo.layers.transformer import SelfAttention
         else:
             from zoo.layers.vit import SelfAttention

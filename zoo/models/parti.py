@@ -51,7 +51,8 @@ import numpy as np
 from keras import ops
 
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
-from zoo.errors import ZooError
+from zoo.compat import RENAMED_OPTIONS, renamed
+from zoo.errors import ZooError, check_positive_ints
 from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, DECODERS, MODELS, TEXT_ENCODERS
@@ -69,12 +70,6 @@ def dalle_schedule(layers: int):
     names = ["column" if (i - 2) % 4 == 0 else "row" for i in range(layers)]
     names[-1] = "conv_shaped"
     return names
-
-
-def _positive_int(owner, **values):
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive int, got {value!r}")
 
 
 @DECODERS.register("parti_decoder", tiny=dict(image_grid=(2, 2), image_vocab_size=8, layers=2,
@@ -216,11 +211,11 @@ class Parti(keras.Model):
         decoder_attention: None (DALL-E schedule), one kernel name for every layer, or a list
             of kernel specs (registered names or {'name': ..., **config}), one per layer.
         text_encoder: registered text encoder name (default Parti's `parti_encoder`).
-        text_encoder_config: dict of arguments for the text encoder; Parti's own sizes below
+        text_encoder_options: dict of arguments for the text encoder; Parti's own sizes below
             fill in what it accepts and does not set (vocab_size, width, layers, heads,
             mlp_dim, max_length, dropout, mixed_precision).
         decoder: registered decoder name (default Parti's `parti_decoder`).
-        decoder_config: dict of arguments for the decoder; the sizes here fill in what it
+        decoder_options: dict of arguments for the decoder; the sizes here fill in what it
             accepts and does not set (image_grid, image_vocab_size, layers, width, heads,
             mlp_dim, attention, memory_width, dropout, mixed_precision).
         encoder_layers: int. Text encoder blocks (Table 1 "encoder layers").
@@ -233,16 +228,16 @@ class Parti(keras.Model):
 
     def __init__(self, image_grid=IMAGE_GRID, image_vocab_size=IMAGE_VOCAB_SIZE, width=1024,
                  decoder_layers=12, heads=16, mlp_dim=4096, decoder_attention=None,
-                 text_encoder="parti_encoder", text_encoder_config=None, encoder_layers=12,
+                 text_encoder="parti_encoder", text_encoder_options=None, encoder_layers=12,
                  text_vocab_size=TEXT_VOCAB_SIZE, max_text_length=MAX_TEXT_LENGTH,
                  train_text_encoder=True, dropout=0.1, mixed_precision=False,
-                 decoder="parti_decoder", decoder_config=None, **kwargs):
+                 decoder="parti_decoder", decoder_options=None, **kwargs):
         kwargs.setdefault("name", "parti")
         super().__init__(**kwargs)
-        _positive_int("parti", width=width, decoder_layers=decoder_layers, heads=heads,
-                      mlp_dim=mlp_dim, encoder_layers=encoder_layers,
-                      image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
-                      max_text_length=max_text_length)
+        check_positive_ints("parti", width=width, decoder_layers=decoder_layers, heads=heads,
+                            mlp_dim=mlp_dim, encoder_layers=encoder_layers,
+                            image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
+                            max_text_length=max_text_length)
         if width % heads:
             raise ZooError(f"parti.width={width} is not divisible by heads={heads}")
         try:
@@ -250,7 +245,7 @@ class Parti(keras.Model):
         except (TypeError, ValueError):
             raise ZooError(f"parti.image_grid must be (height, width), got {image_grid!r}") \
                 from None
-        _positive_int("parti", image_grid_height=h, image_grid_width=w)
+        check_positive_ints("parti", image_grid_height=h, image_grid_width=w)
         if not 0.0 <= float(dropout) < 1.0:
             raise ZooError(f"parti.dropout must be in [0, 1), got {dropout!r}")
         self.image_grid = (h, w)
@@ -266,14 +261,14 @@ class Parti(keras.Model):
         self.dropout_rate = float(dropout)
         self.mixed_precision = bool(mixed_precision)
         self.text_encoder_name = text_encoder
-        self.text_encoder_config = dict(text_encoder_config or {})
+        self.text_encoder_options = dict(text_encoder_options or {})
         self.decoder_name = decoder
-        self.decoder_config = dict(decoder_config or {})
+        self.decoder_options = dict(decoder_options or {})
 
         specs = self._attention_specs(decoder_attention, decoder_layers)
-        # The registered parts get the sizes here that they accept and their config leaves.
+        # The registered parts get the sizes here that they take and their options leave.
         self.text_encoder = TEXT_ENCODERS.create_with_defaults(
-            text_encoder, self.text_encoder_config,
+            text_encoder, self.text_encoder_options,
             vocab_size=text_vocab_size, width=width, layers=encoder_layers, heads=heads,
             mlp_dim=mlp_dim, max_length=max_text_length, dropout=dropout,
             mixed_precision=mixed_precision, name="text_encoder")
@@ -287,7 +282,7 @@ class Parti(keras.Model):
         self.text_projection = (keras.layers.Dense(width, name="text_projection")
                                 if self.encoder_width != width else None)
         self.decoder = DECODERS.create_with_defaults(
-            decoder, self.decoder_config, image_grid=self.image_grid,
+            decoder, self.decoder_options, image_grid=self.image_grid,
             image_vocab_size=self.image_vocab_size, layers=decoder_layers, width=width,
             heads=heads, mlp_dim=mlp_dim, attention=specs, memory_width=width, dropout=dropout,
             mixed_precision=mixed_precision, name="decoder")
@@ -367,12 +362,17 @@ class Parti(keras.Model):
                 "decoder_layers": self.decoder_layers, "heads": self.heads,
                 "mlp_dim": self.mlp_dim, "decoder_attention": list(self.decoder_attention),
                 "text_encoder": self.text_encoder_name,
-                "text_encoder_config": dict(self.text_encoder_config),
+                "text_encoder_options": dict(self.text_encoder_options),
                 "encoder_layers": self.encoder_layers, "text_vocab_size": self.text_vocab_size,
                 "max_text_length": self.max_text_length,
                 "train_text_encoder": self.train_text_encoder, "dropout": self.dropout_rate,
                 "mixed_precision": self.mixed_precision, "decoder": self.decoder_name,
-                "decoder_config": dict(self.decoder_config)}
+                "decoder_options": dict(self.decoder_options)}
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved when `text_encoder_options` was `text_encoder_config` still load.
+        return super().from_config(renamed(config, RENAMED_OPTIONS))
 
     def architecture(self) -> Dict:
         """The constructor arguments (JSON-able) that rebuild this model without gin."""
@@ -387,11 +387,11 @@ class Parti(keras.Model):
 
 def _size(defaults: Dict, overrides: Dict) -> Parti:
     args = {**defaults, **overrides}
-    # A swapped-in text encoder (decoder) does not get the default one's config.
+    # A swapped-in text encoder (decoder) does not get the default one's options.
     for part, default in (("text_encoder", "parti_encoder"), ("decoder", "parti_decoder")):
-        if (part in overrides and f"{part}_config" not in overrides
+        if (part in overrides and f"{part}_options" not in overrides
                 and overrides[part] != defaults.get(part, default)):
-            args.pop(f"{part}_config", None)
+            args.pop(f"{part}_options", None)
     return Parti(**args)
 
 

@@ -1,6 +1,6 @@
 """Helpers shared by the text-encoder tasks: building components from names and configs, pooling.
 
-A task stores the *resolved* arguments of what it built (`component_config`), so that
+A task stores the *resolved* arguments of what it built (`component_options`), so that
 `TaskClass(**task.config())` rebuilds the same models without gin.
 """
 
@@ -16,7 +16,7 @@ from zoo.registry import Registry, as_json, is_json_value
 _NOT_ARCHITECTURE = ("name", "dtype", "trainable")
 
 
-def component_config(registry: Registry, name: str, built, overrides=None) -> Dict[str, Any]:
+def component_options(registry: Registry, name: str, built, overrides=None) -> Dict[str, Any]:
     """The arguments that rebuild `built` (created as `registry.create(name, **overrides)`).
 
     Taken from `built.get_config()` for a registered class, else from the gin bindings plus
@@ -53,13 +53,6 @@ def masked_mean(sequence, mask):
 
 def l2_normalize(x, axis=-1, eps=1e-6):
     return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True)), eps)
-
-
-def check_positive(owner: str, **values) -> None:
-    """ZooError naming the first argument that is not a positive number."""
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive number, got {value!r}")
 
 
 def warmup_cosine(learning_rate: float, warmup_steps: int, decay_steps: int,

@@ -1,6 +1,6 @@
 """Training stage for the Parti transformer (task `parti`): captions -> image codes.
 
-    # gin/runs/parti_demo.gin
+    # gin/runs/parti_tiny_shapes.gin
     train.task = 'parti'
     parti.model = 'parti_tiny'
     parti.image_tokenizer_dir = 'runs/demo/tokenizer'    # a trained `vit_vqgan` run
@@ -34,28 +34,14 @@ from keras import ops
 
 from zoo.errors import ZooError
 from zoo.models import contract
-from zoo.registry import IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
+from zoo.registry import DATASETS, IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
 from zoo.train import optimizers as _optimizers  # noqa: F401  (registers adafactor, schedule)
+from zoo.train import run_info, storage
 from zoo.train.task import Task, UpdateGroup
 
 log = logging.getLogger("zoo")
 
 
-def tokenizer_run(model_dir: str):
-    """(tokenizer name, options) of a trained `vit_vqgan` run directory, from its run.json."""
-    from zoo.train import run_info
-    if not os.path.isdir(model_dir):
-        raise ZooError(f"image tokenizer directory {model_dir!r} does not exist; train one with "
-                       f"zoo-train --gin_file=runs/tokenizer_tiny_shapes.gin --model_dir=...")
-    info = run_info.read(model_dir)
-    if info is None:
-        raise ZooError(f"{model_dir!r} is not a zoo-train model directory (no "
-                       f"{run_info.RUN_FILE}); give the directory of a trained tokenizer run")
-    cfg = info.get("task_config", {})
-    if "tokenizer" not in cfg:
-        raise ZooError(f"{model_dir!r} is a {info.get('task')!r} run, not an image tokenizer "
-                       f"run")
-    return cfg["tokenizer"], dict(cfg.get("tokenizer_options") or {})
 
 
 def load_image_tokenizer(model_dir: Optional[str], name: Optional[str], options=None):
@@ -154,10 +140,11 @@ class PartiTask(Task):
                            f"{condition_drop_rate!r}")
         if clip_norm is not None and not float(clip_norm) > 0:
             raise ZooError(f"parti.clip_norm must be > 0 or None, got {clip_norm!r}")
-        self.image_tokenizer_dir = (os.path.abspath(image_tokenizer_dir)
+        self.image_tokenizer_dir = (storage.absolute(image_tokenizer_dir)
                                     if image_tokenizer_dir else None)
         if self.image_tokenizer_dir:
-            image_tokenizer, image_tokenizer_options = tokenizer_run(self.image_tokenizer_dir)
+            image_tokenizer, image_tokenizer_options = run_info.tokenizer_run(
+                self.image_tokenizer_dir)
         self.image_tokenizer_name = image_tokenizer
         self.image_tokenizer_options = IMAGE_TOKENIZERS.resolve(image_tokenizer,
                                                                 image_tokenizer_options)
@@ -195,7 +182,8 @@ class PartiTask(Task):
                     mixed_precision=bool(mixed_precision or arch.get("mixed_precision")))
         self.model_options = arch
         self.dataset_name = dataset
-        self.dataset_options = dict(dataset_options or {})
+        # Resolved (gin bindings of the dataset included), so run.json names the data it read.
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.split = split
         self.condition_drop_rate = float(condition_drop_rate)
         self.optimizer_name = optimizer
@@ -276,13 +264,15 @@ class PartiTask(Task):
         return ds.prefetch(2)
 
     def _image_dataset(self, batch_size, seed, start_step):
-        from zoo.data.pipeline import make_dataset
+        from zoo.data.pipeline import get_dataset, make_dataset
         if self.image_tokenizer is None:
             raise ZooError("PartiTask.dataset() needs build() first (the image tokenizer)")
-        ds = make_dataset(dataset=self.dataset_name, split=self.split,
-                          image_size=self.image_size, batch_size=batch_size,
-                          tokenizer=self.text_tokenizer, seed=seed, start_step=start_step,
-                          **self.dataset_options)
+        # Built first: the dataset's own arguments (e.g. its `seed`) must not collide with the
+        # pipeline's (the data-order `seed`).
+        ds = make_dataset(dataset=get_dataset(self.dataset_name, **self.dataset_options),
+                          split=self.split, image_size=self.image_size,
+                          batch_size=batch_size, tokenizer=self.text_tokenizer, seed=seed,
+                          start_step=start_step)
         tokenizer = self.image_tokenizer
 
         def encode(batch):

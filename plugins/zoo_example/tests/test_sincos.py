@@ -47,7 +47,7 @@ def test_positions_are_fixed_and_tell_every_cell_apart(components):
 
 def test_swapped_into_any_parti_size_by_name_from_gin(components, gin_clean):
     config.parse([], ["parti_micro.decoder = 'example_sincos'",
-                      "parti_micro.decoder_config = {'max_wavelength': 50.0}"])
+                      "parti_micro.decoder_options = {'max_wavelength': 50.0}"])
     model = zoo.create("model", "parti_micro")
     assert type(model.decoder) is components.SinCosImageDecoder
     assert model.decoder.max_wavelength == 50.0

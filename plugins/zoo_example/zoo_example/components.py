@@ -130,13 +130,13 @@ class SinCosParti(Parti):
         The others: as `zoo.models.parti.Parti` (`decoder` defaults to 'example_sincos').
     """
 
-    def __init__(self, max_wavelength=10000.0, decoder="example_sincos", decoder_config=None,
+    def __init__(self, max_wavelength=10000.0, decoder="example_sincos", decoder_options=None,
                  **kwargs):
         self.max_wavelength = float(max_wavelength)
-        decoder_config = dict(decoder_config or {})
+        decoder_options = dict(decoder_options or {})
         if decoder == "example_sincos":
-            decoder_config.setdefault("max_wavelength", self.max_wavelength)
-        super().__init__(decoder=decoder, decoder_config=decoder_config, **kwargs)
+            decoder_options.setdefault("max_wavelength", self.max_wavelength)
+        super().__init__(decoder=decoder, decoder_options=decoder_options, **kwargs)
 
     def get_config(self):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}

@@ -135,7 +135,7 @@ def test_plugin_gin_file_parses(plugin):
     from zoo import config
     here = Path(__file__).resolve().parents[1] / "gin" / "parti_minilm.gin"
     try:
-        config.parse(["runs/parti_demo.gin", str(here)], ["TOKENIZER_DIR = '/tmp/x'"],
+        config.parse(["runs/parti_tiny_shapes.gin", str(here)], ["TOKENIZER_DIR = '/tmp/x'"],
                      finalize=False)
         assert gin.query_parameter("%SPM_MODEL") == "keras_hub_minilm_l6_v2"  # the tokenizer
         assert config.query("parti_tiny.text_encoder") == "keras_hub_minilm_l6_v2"
