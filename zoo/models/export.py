@@ -2,20 +2,12 @@
 
     export_model_dir("runs/demo/parti", "runs/demo/export")   # what zoo-export runs
 
-Serve it with nothing but TensorFlow and tensorflow-text (which registers the SentencePiece
-ops the graph uses):
-
-    import tensorflow as tf, tensorflow_text  # noqa: F401
-    model = tf.saved_model.load("runs/demo/export")
-    out = model.signatures["serving_default"](prompts=tf.constant(["a red circle"]))
-    out = model.signatures["generate"](
-        prompts=tf.constant(["a red circle", "two blue squares"]),
-        seed=tf.constant(7, tf.int64), num_samples=tf.constant(4),
-        guidance_scale=tf.constant(1.2))
-    out["images"]     # uint8 [2, 4, H, W, 3]
-    out["png"]        # string [2, 4]: PNG files (tf.io.write_file(path, out["png"][0, 0]))
-    out["codes"]      # int32 [2, 4, h, w] image codes
-    out["truncated"]  # bool [2]: prompts cut at the tokenizer's max length
+The SavedModel needs only TensorFlow and tensorflow-text (`import tensorflow_text` registers
+the SentencePiece ops of its graph); `zoo-export --help` shows it served. Its `generate`
+signature takes `prompts` string [B], `seed` int64, `num_samples` int32 [] (N) and
+`guidance_scale` float32 [], and returns `images` uint8 [B, N, H, W, 3], `png` string [B, N]
+(PNG files), `codes` int32 [B, N, h, w] and `truncated` bool [B] (prompts cut at the
+tokenizer's max length).
 
 Signatures: `serving_default` takes only `prompts` (seed, number of samples and guidance scale
 as exported); `generate` takes all four. Sample s of prompt p depends only on (seed, p, s), as

@@ -159,8 +159,11 @@ def define_once(define_flags: Optional[Callable]) -> None:
 
 def run(main: Callable, define_flags: Optional[Callable] = None,
         argv: Optional[list] = None) -> None:
-    """absl's app.run with the tool's flags defined (`define_flags`, once), user errors printed
-    as one line and exit code 1."""
+    """absl's app.run with the tool's flags defined (`define_flags`, once; default: the
+    `define_flags` of `main`'s module), user errors printed as one line and exit code 1."""
+    if define_flags is None:
+        define_flags = getattr(sys.modules.get(getattr(main, "__module__", "")), "define_flags",
+                               None)
     define_once(define_flags)
     args = sys.argv if argv is None else argv
     module = getattr(main, "__module__", "") or ""
