@@ -74,7 +74,7 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     # Every stage's record names the folder and the train split.
     assert json.loads((out / "pipeline.json").read_text())["data"] == photos
     assert json.loads((out / "spm" / "spm.json").read_text())["data"] == photos
-    for stage, key in (("tokenizer", "dataset_options"), ("contrastive", "dataset_config"),
+    for stage, key in (("tokenizer", "dataset_options"), ("contrastive", "dataset_options"),
                        ("parti", "dataset_options")):
         config = json.loads((out / stage / "run.json").read_text())["task_config"]
         assert config["dataset"] == "image_caption_folder", stage

@@ -6,8 +6,8 @@
     tokenizer_psnr("runs/mine/tokenizer", images)    # reconstruction of held-out images, dB
     retrieval(scorer, images, captions)              # {'accuracy', 'chance', 'candidates'}
 
-Every training stage records its dataset's resolved options in run.json (`dataset_options`,
-or `dataset_config` for the contrastive task), so the data can be rebuilt from the run
+Every training stage records its dataset's resolved options in run.json (`dataset_options`;
+`dataset_config` in runs made before that name), so the data can be rebuilt from the run
 directory alone; `heldout_split()` of the dataset is what training never read (`test` of
 synthetic_shapes: caption meanings never trained on; of a folder: its test/ or validation/
 subfolder, or the hash-chosen share).
