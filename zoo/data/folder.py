@@ -298,7 +298,7 @@ def extra_keys(columns) -> Dict[str, str]:
     return keys
 
 
-@DATASETS.register("image_caption_folder")
+@DATASETS.register("image_caption_folder", needs="a folder of captioned images (path)")
 class ImageCaptionFolder(CaptionDataset):
     """A folder of images with metadata.jsonl / metadata.csv (file_name, text), subfolders ok.
 

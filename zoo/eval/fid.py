@@ -174,7 +174,7 @@ def default_inception_weights_path() -> Path:
     return Path(keras_home) / "models" / INCEPTION_WEIGHTS_FILE
 
 
-@FEATURE_NETWORKS.register("inception_v3")
+@FEATURE_NETWORKS.register("inception_v3", needs="the InceptionV3 ImageNet weights file")
 class InceptionV3Features:
     """InceptionV3 (keras.applications) pool features [N, 2048], ImageNet weights from a local file.
 
@@ -254,7 +254,7 @@ def _feature_network(feature_network):
 ImageSource = Union[str, os.PathLike, np.ndarray, Sequence]
 
 
-@METRICS.register("fid")
+@METRICS.register("fid", tiny={"feature_network": "tiny_conv"})
 class FrechetInceptionDistance:
     """FID between generated images and a reference set, with a registered feature network.
 

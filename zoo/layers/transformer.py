@@ -107,7 +107,9 @@ class MultiHeadProjection(keras.layers.Layer):
                 "memory_width": self.memory_width}
 
 
-@keras.saving.register_keras_serializable(package="zoo")
+# `CausalSelfAttention`: both self-attention layers were once `zoo>SelfAttention` (Keras kept the
+# last imported); zoo/layers/legacy.py still loads what was saved under that name.
+@keras.saving.register_keras_serializable(package="zoo", name="CausalSelfAttention")
 class SelfAttention(MultiHeadProjection):
     """Causal self-attention over an image grid with a pluggable kernel (decoder).
 

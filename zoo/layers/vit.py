@@ -96,7 +96,9 @@ class PositionEmbedding(_WidthWasDim, keras.layers.Layer):
         return {**super().get_config(), "length": self.length, "width": self.width}
 
 
-@keras.saving.register_keras_serializable(package="zoo")
+# `ViTSelfAttention`: both self-attention layers were once `zoo>SelfAttention` (Keras kept the
+# last imported); zoo/layers/legacy.py still loads what was saved under that name.
+@keras.saving.register_keras_serializable(package="zoo", name="ViTSelfAttention")
 class SelfAttention(_WidthWasDim, keras.layers.Layer):
     """Bidirectional multi-head self-attention with a fused qkv projection.
 

@@ -164,7 +164,7 @@ def info_nce(image_embeddings, text_embeddings, logit_scale):
     return (ops.mean(i2t) + ops.mean(t2i)) / 2.0, logits
 
 
-@TASKS.register("contrastive")
+@TASKS.register("contrastive", needs="a SentencePiece model (tokenizer_config)")
 class ContrastiveTask(PretrainingTask):
     """Dual-encoder contrastive pretraining (symmetric InfoNCE, learnable temperature).
 
@@ -205,7 +205,7 @@ class ContrastiveTask(PretrainingTask):
                              "heads": image_heads, "mlp_dim": image_mlp_dim}
         ViTImageEncoder(**self.image_config)  # checks the sizes now, not at build()
         self.dataset_name = dataset
-        self.dataset_options = common.resolved_args(DATASETS, dataset, dataset_options)
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.split = split
         self.image_size = int(image_size)
         self.embed_dim = int(embed_dim)
@@ -235,8 +235,8 @@ class ContrastiveTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        text_encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_options,
-                                     name="text_encoder")
+        text_encoder = TEXT_ENCODERS.create_with_defaults(
+            self.encoder_name, self.encoder_options, name="text_encoder")
         image_encoder = ViTImageEncoder(**self.image_config, name="image_encoder")
         self.model = DualEncoder(image_encoder, text_encoder, self.embed_dim,
                                  self.init_temperature, name="dual_encoder")

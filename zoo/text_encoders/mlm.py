@@ -120,7 +120,7 @@ def mask_id_of(tokenizer, override: Optional[int] = None) -> int:
                    f"mlm.mask_id to a token id to use for masking")
 
 
-@TASKS.register("mlm")
+@TASKS.register("mlm", needs="a text source and a SentencePiece model")
 class MLMTask(PretrainingTask):
     """BERT masked-LM pretraining of a text encoder (15% of tokens: 80/10/10).
 
@@ -167,7 +167,7 @@ class MLMTask(PretrainingTask):
         check_positive_ints("mlm", max_texts=max_texts)
         self.dataset_name, self.text_files, self.tfds_name = dataset, list(text_files or ()), \
             tfds_name
-        self.dataset_options = (common.resolved_args(DATASETS, dataset, dataset_options)
+        self.dataset_options = (DATASETS.resolve(dataset, dataset_options)
                                if dataset else {})
         self.data_dir, self.split, self.max_texts = data_dir, split, int(max_texts)
         self.mask_rate = float(mask_rate)
@@ -199,8 +199,8 @@ class MLMTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_options,
-                                name="text_encoder")
+        encoder = TEXT_ENCODERS.create_with_defaults(self.encoder_name, self.encoder_options,
+                                                     name="text_encoder")
         self.model = MaskedLanguageModel(encoder, self.vocab_size, name="mlm")
         length = int(self.tokenizer.max_length)
         tokens = tf.zeros([1, length], tf.int32)

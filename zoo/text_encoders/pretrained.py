@@ -69,7 +69,7 @@ def checkpoint_of(model_dir: str, step: Optional[int] = None) -> str:
 
 def build_encoder(name: str, config: Dict, layer_name: Optional[str] = None):
     """A registered encoder with its weights created (called once on a dummy batch)."""
-    encoder = common.create(TEXT_ENCODERS, name, config, name=layer_name)
+    encoder = TEXT_ENCODERS.create_with_defaults(name, config, name=layer_name)
     length = int(config.get("max_length") or 8)
     tokens = tf.zeros([1, min(length, 8)], tf.int32)
     encoder(tokens, tf.ones_like(tokens), training=False)
@@ -162,7 +162,7 @@ def load_encoder_weights(encoder, source, step: Optional[int] = None) -> None:
         variable.assign(weights[key].astype(variable.dtype))
 
 
-@TEXT_ENCODERS.register("pretrained")
+@TEXT_ENCODERS.register("pretrained", needs="an mlm or contrastive run (model_dir)")
 def pretrained(model_dir=None, step=None, encoder=None, encoder_options=None, dropout=None,
                mixed_precision=None, name="pretrained_encoder", trainable=True):
     """The text encoder of an mlm/contrastive run (its own architecture, or `encoder`'s).
@@ -194,7 +194,7 @@ def pretrained(model_dir=None, step=None, encoder=None, encoder_options=None, dr
     return loaded
 
 
-@TEXT_TOKENIZERS.register("pretrained_tokenizer")
+@TEXT_TOKENIZERS.register("pretrained_tokenizer", needs="an mlm or contrastive run (model_dir)")
 def pretrained_tokenizer(model_dir=None, max_length=None):
     """The text tokenizer a pretraining run used (same vocabulary as its encoder)."""
     if model_dir is None:
@@ -204,7 +204,8 @@ def pretrained_tokenizer(model_dir=None, max_length=None):
     tok_config = dict(config.get("tokenizer_options") or {})
     if max_length is not None:
         tok_config["max_length"] = max_length
-    return common.create(TEXT_TOKENIZERS, config.get("tokenizer", "sentencepiece"), tok_config)
+    return TEXT_TOKENIZERS.create_with_defaults(config.get("tokenizer", "sentencepiece"),
+                                                tok_config)
 
 
 def export_encoder_weights(encoder, path: str) -> str:

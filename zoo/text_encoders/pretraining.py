@@ -26,13 +26,13 @@ class PretrainingTask(Task):
         tokenizer_name, tokenizer, tokenizer_options, vocab_size, encoder_name and
         encoder_options (an unbuilt probe of the encoder checks its arguments now)."""
         self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_options)
+        self.tokenizer = TEXT_TOKENIZERS.create_with_defaults(tokenizer, tokenizer_options)
         self.tokenizer_options = common.component_options(TEXT_TOKENIZERS, tokenizer,
                                                           self.tokenizer, tokenizer_options)
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_options,
-                              vocab_size=self.vocab_size)  # no weights until called
+        probe = TEXT_ENCODERS.create_with_defaults(  # no weights until called
+            encoder, encoder_options, vocab_size=self.vocab_size)
         self.encoder_options = common.component_options(TEXT_ENCODERS, encoder, probe,
                                                         encoder_options)
 
@@ -57,7 +57,7 @@ class PretrainingTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_options)
+        return TEXT_TOKENIZERS.create_with_defaults(self.tokenizer_name, self.tokenizer_options)
 
     def update_groups(self):
         return [UpdateGroup(self.group_name, self.optimizer, self.model.trainable_variables,

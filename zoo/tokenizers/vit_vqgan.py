@@ -63,6 +63,11 @@ class ViTVQGAN(keras.Model):
         restart_dead_codes: bool. Re-initialise codes unused over a window from encoder outputs.
     """
 
+    # The two sides the paper's size table counts one at a time (zoo.models.params).
+    param_groups = {"encoder": ("patch_embed", "encoder", "encoder_head"),
+                    "quantizer": ("quantizer",),
+                    "decoder": ("decoder_in", "decoder", "decoder_head")}
+
     def __init__(self, image_size=256, patch_size=8, blocks=8, heads=8, width=512,
                  mlp_dim=2048, head_dim=None, decoder_blocks=None, decoder_heads=None,
                  decoder_width=None, decoder_mlp_dim=None, decoder_head_dim=None,

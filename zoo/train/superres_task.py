@@ -18,10 +18,10 @@ from zoo.models import losses as L
 from zoo.registry import TASKS, UPSAMPLERS
 from zoo.train.task import Task
 from zoo.train.tokenizer_task import (AdversarialTraining, load_tokenizer, make_data,
-                                      resolved_options, side_by_side)
+                                      side_by_side)
 
 
-@TASKS.register("superres")
+@TASKS.register("superres", tiny={"feature_network": "tiny_conv"})
 class SuperResTask(AdversarialTraining, Task):
     """Trains a registered upsampler on (tokenizer reconstruction of downsampled -> original).
 
@@ -49,7 +49,7 @@ class SuperResTask(AdversarialTraining, Task):
                  warmup_steps=1000, total_steps=100000, discriminator_learning_rate=None,
                  beta_1=0.9, beta_2=0.99, weight_decay=1e-4, clip_norm=None, image_summaries=8):
         self.upsampler_name = upsampler
-        self.upsampler_options = resolved_options(UPSAMPLERS, upsampler, upsampler_options)
+        self.upsampler_options = UPSAMPLERS.resolve(upsampler, upsampler_options)
         self.image_size = int(image_size)
         self.tokenizer_dir = tokenizer_dir
         self.dataset_name = dataset

@@ -19,7 +19,6 @@ import logging
 import math
 from typing import Any, Dict, Mapping, Optional
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -71,21 +70,6 @@ def make_optimizer(learning_rate, end_learning_rate, warmup_steps, total_steps, 
     return opt
 
 
-def resolved_options(registry, name, options) -> Dict[str, Any]:
-    """The gin bindings of registry component `name` with `options` on top: what rebuilds it
-    without gin (`registry.create(name, **resolved)`)."""
-    registry.entry(name)  # unknown name -> one-line error with suggestions
-    try:
-        bound = dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
-    except (ValueError, KeyError):
-        bound = {}
-    out = {**bound, **dict(options or {})}
-    for k, v in out.items():
-        if isinstance(v, tuple):
-            out[k] = list(v)
-    return out
-
-
 def make_data(dataset, split, image_size, batch_size, seed, start_step, options):
     """Batches of `dataset` from the shared pipeline (zoo.data.pipeline.make_dataset)."""
     try:
@@ -132,12 +116,11 @@ class AdversarialTraining:
         self.adversarial_weight = float(a["adversarial_weight"])
         self.feature_network = a["feature_network"]
         self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, a["feature_network"],
-                             a["feature_network_options"])
+            FEATURE_NETWORKS.resolve(a["feature_network"], a["feature_network_options"])
             if a["perceptual_weight"] else dict(a["feature_network_options"] or {}))
         self.discriminator_name = a["discriminator"]
-        self.discriminator_options = resolved_options(DISCRIMINATORS, a["discriminator"],
-                                                      a["discriminator_options"])
+        self.discriminator_options = DISCRIMINATORS.resolve(a["discriminator"],
+                                                            a["discriminator_options"])
         self.r1_weight = float(a["r1_weight"])
         self.adversarial_start_step = int(a["adversarial_start_step"])
         self.learning_rate = float(a["learning_rate"])
@@ -210,7 +193,7 @@ class AdversarialTraining:
         return groups
 
 
-@TASKS.register("vit_vqgan")
+@TASKS.register("vit_vqgan", tiny={"feature_network": "tiny_conv"})
 class ViTVQGANTask(AdversarialTraining, Task):
     """Trains a ViT-VQGAN image tokenizer with its discriminator.
 
@@ -255,11 +238,11 @@ class ViTVQGANTask(AdversarialTraining, Task):
             tokenizer = source[0] if source is not None else "vit_vqgan_tiny"
         base = dict(source[1]) if source is not None and source[0] == tokenizer else {}
         self.tokenizer_name = tokenizer
-        self.tokenizer_options = resolved_options(IMAGE_TOKENIZERS, tokenizer,
-                                                  {**base, **dict(tokenizer_options or {})})
+        self.tokenizer_options = IMAGE_TOKENIZERS.resolve(
+            tokenizer, {**base, **dict(tokenizer_options or {})})
         self.dataset_name = dataset
         # Resolved (gin bindings of the dataset included), so run.json names the data it read.
-        self.dataset_options = resolved_options(DATASETS, dataset, dataset_options)
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.l2_weight = float(l2_weight)
         self.logit_laplace_weight = float(logit_laplace_weight)
         self.set_adversarial_options(locals())
