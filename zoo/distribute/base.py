@@ -24,7 +24,7 @@ runs under all of them:
         return dist.run(replica_fn, batch)
 
     @tf.function                            # tf.function 2: apply (never in the same function
-    def apply_step(grads):                  # as the backward pass: DESIGN.md pitfall 4)
+    def apply_step(grads):                  # as the backward pass: docs/architecture.md pitfall 4)
         dist.run(lambda g: dist.apply_gradients(optimizer, g, variables), grads)
 
     losses, metrics, grads = grad_step(next(batches))

@@ -19,6 +19,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from zoo import compat
 from zoo.errors import ZooError
 from zoo.train import storage
 
@@ -54,7 +55,8 @@ def normalize(config: Any) -> Any:
 
 
 def read(model_dir: str) -> Optional[Dict[str, Any]]:
-    """run.json of `model_dir`, or None when there is none."""
+    """run.json of `model_dir` (renamed options under their current names), or None when
+    there is none."""
     path = storage.join(model_dir, RUN_FILE)
     if not storage.exists(path):
         return None
@@ -65,7 +67,7 @@ def read(model_dir: str) -> Optional[Dict[str, Any]]:
                        f"use another --model_dir") from None
     if not isinstance(info, dict) or "task" not in info:
         raise ZooError(f"{path} is not a zoo run file (no 'task' entry); use another --model_dir")
-    return info
+    return compat.upgrade(info)  # options under their current names (zoo.compat)
 
 
 def write(model_dir: str, info: Dict[str, Any]) -> str:
