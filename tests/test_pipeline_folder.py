@@ -90,6 +90,7 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     lines.clear()
     run_demo(str(out), photos, stages=["sampling", "eval"], **options)
     recorded = json.loads((out / "parti" / "sampling.json").read_text())
+    assert set(recorded["prompts"]) <= held_captions and len(recorded["prompts"]) == 2
     best = max(recorded["grid"], key=lambda r: r["score"])
     assert {k: best[k] for k in recorded["settings"]} == recorded["settings"]
     results = json.loads((out / "eval" / "results.json").read_text())

@@ -81,7 +81,7 @@ class ShapesDemo:
         samples = 1 if self.quick else 2
         best, table = sampling_grid.choose_settings(parti, prompts, sampling_grid.shapes_judge,
                                                     num_samples=samples, quick=self.quick)
-        sampling_grid.record(parti, best, table, "shapes checker acceptance", len(prompts),
+        sampling_grid.record(parti, best, table, "shapes checker acceptance", prompts,
                              samples)
         top = max(table, key=lambda r: r["score"])["score"]
         return (f"temperature {best['temperature']:g}, top-k {best['top_k']}, guidance "
