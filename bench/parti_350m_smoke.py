@@ -40,6 +40,8 @@ def main():
     p.add_argument("--devices", type=int, default=2, help="virtual CPU devices (replicas)")
     p.add_argument("--grid", type=int, default=32, help="code grid side (Parti: 32)")
     p.add_argument("--text_length", type=int, default=128)
+    p.add_argument("--learning_rate", type=float, default=1e-4,
+                   help="Adafactor's (no warm-up; 1e-3 overshot on step 3)")
     args = p.parse_args()
 
     from zoo.distribute.devices import set_virtual_devices
@@ -65,7 +67,7 @@ def main():
             self.model = MODELS.create("parti_350m", image_grid=[args.grid, args.grid],
                                        max_text_length=args.text_length, dropout=0.0)
             self.model.build()
-            self.optimizer = OPTIMIZERS.create("adafactor", learning_rate=1e-3)
+            self.optimizer = OPTIMIZERS.create("adafactor", learning_rate=args.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.t0 = time.perf_counter()
 

@@ -41,15 +41,15 @@ def _parti():
 
 def _mlm():
     from zoo.text_encoders.mlm import MLMTask
-    return MLMTask(encoder="parti_encoder", encoder_config=TINY_ENCODER,
-                   tokenizer_config={"model_path": spm_model(), "max_length": 16},
+    return MLMTask(encoder="parti_encoder", encoder_options=TINY_ENCODER,
+                   tokenizer_options={"model_path": spm_model(), "max_length": 16},
                    dataset="synthetic_shapes", warmup_steps=2)
 
 
 def _contrastive():
     from zoo.text_encoders.contrastive import ContrastiveTask
-    return ContrastiveTask(encoder="parti_encoder", encoder_config=TINY_ENCODER,
-                           tokenizer_config={"model_path": spm_model(), "max_length": 16},
+    return ContrastiveTask(encoder="parti_encoder", encoder_options=TINY_ENCODER,
+                           tokenizer_options={"model_path": spm_model(), "max_length": 16},
                            dataset="synthetic_shapes", warmup_steps=2, **TINY_VIT)
 
 

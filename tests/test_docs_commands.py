@@ -124,10 +124,14 @@ def stand_in(tool, args):
 
 
 def run(tool, args, cwd):
-    proc = subprocess.run([sys.executable, "-m", f"zoo.tools.{TOOLS[tool]}", *args],
-                          cwd=str(cwd), env=tool_env(ZOO_DISABLE_PLUGIN_AUTOLOAD=1),
-                          capture_output=True, text=True, timeout=900)
-    return proc
+    """The installed console script (as a user types it; `python -m` would put the working
+    directory, whose runs/ folder gin then takes for a Python package, on sys.path)."""
+    script = Path(sys.executable).parent / tool
+    command = [str(script)] if script.exists() else [sys.executable, "-m",
+                                                      f"zoo.tools.{TOOLS[tool]}"]
+    return subprocess.run([*command, *args], cwd=str(cwd),
+                          env=tool_env(ZOO_DISABLE_PLUGIN_AUTOLOAD=1), capture_output=True,
+                          text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
