@@ -74,12 +74,7 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     # Every stage's record names the folder and the train split.
     assert json.loads((out / "pipeline.json").read_text())["data"] == photos
     assert json.loads((out / "spm" / "spm.json").read_text())["data"] == photos
-<<<<<<< HEAD
-    for stage, key in (("tokenizer", "dataset_options"), ("contrastive", "dataset_options"),
-                       ("parti", "dataset_options")):
-=======
     for stage in ("tokenizer", "contrastive", "parti"):
->>>>>>> main
         config = json.loads((out / stage / "run.json").read_text())["task_config"]
         assert config["dataset"] == "image_caption_folder", stage
         options = config["dataset_options"]
