@@ -90,6 +90,7 @@ def _corrupt_folder(root, n, corrupt):
     """n PNGs (caption 'c<i>'), those in `corrupt` replaced by a PNG signature and zeros (they
     pass a scan with verify='none' and fail to decode)."""
     rows = []
+    root.mkdir(exist_ok=True)
     for i in range(n):
         if i in corrupt:
             (root / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
@@ -114,16 +115,32 @@ def test_images_failing_to_decode_are_skipped_counted_and_named(tmp_path, caplog
 
 
 def test_a_folder_where_nothing_decodes_fails_fast_naming_it(tmp_path):
-    import time
     ds = _corrupt_folder(tmp_path, 40, corrupt=set(range(40)))
-    start = time.time()
-    with pytest.raises(tf.errors.OpError) as e:
-        next(iter(make_dataset(ds, image_size=8, batch_size=4)))  # repeats forever otherwise
-    assert time.time() - start < 30
+    with pytest.raises(tf.errors.OpError) as e:  # one pass: without the check it just ends
+        list(make_dataset(ds, image_size=8, batch_size=4, repeat=False))
     from zoo.tools.common import zoo_error_in
     message = zoo_error_in(e.value)
     assert message.startswith(f"image_caption_folder {tmp_path}: no usable images: the first "
                               f"32 examples all failed to decode ("), message
+
+
+def test_training_on_a_folder_where_nothing_decodes_stops_with_one_line(tmp_path):
+    """Repeating forever over images that all fail would hang training (what ignore_errors
+    did); it stops within seconds, as one line naming the folder."""
+    import time
+
+    from helpers_tools import run_tool
+    _corrupt_folder(tmp_path / "data", 40, corrupt=set(range(40)))
+    start = time.time()
+    r = run_tool("train", "--gin_file=runs/folder_tokenizer.gin",
+                 f"--gin_bindings=DATA_DIR = '{tmp_path / 'data'}'",
+                 "--gin_bindings=image_caption_folder.verify = 'none'",
+                 f"--model_dir={tmp_path / 'run'}", "--noprogress", timeout=180)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"zoo-train: error: image_caption_folder {tmp_path / 'data'}: no usable images: the "
+        f"first 32 examples all failed to decode ("), r.stderr[-2000:]
+    assert time.time() - start < 120
 
 
 def test_holdout_split_by_file_name_hash(tmp_path):

@@ -54,6 +54,12 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
               if row["temperature"] == recorded["settings"]["temperature"]]
     assert chosen[0]["score"] == best
     results = json.loads((out / "eval" / "results.json").read_text())
+    # The evaluation's prompts are held-out captions (caption meanings never trained on, the
+    # test split of the run's data); the grid was measured on other held-out captions.
+    from zoo.data import shapes
+    prompts = [s["prompt"] for s in results["samples"]]
+    assert prompts == [shapes.caption(0, i, "test") for i in range(2)]
+    assert recorded["prompts"] == [shapes.caption(0, i, "test") for i in range(2, 4)]
     assert results["temperature"] == recorded["settings"]["temperature"]
     assert set(results["sampling_settings_from"].values()) == {"recorded"}
 

@@ -74,11 +74,16 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     # Every stage's record names the folder and the train split.
     assert json.loads((out / "pipeline.json").read_text())["data"] == photos
     assert json.loads((out / "spm" / "spm.json").read_text())["data"] == photos
-    for stage, key in (("tokenizer", "dataset_options"), ("contrastive", "dataset_config"),
+<<<<<<< HEAD
+    for stage, key in (("tokenizer", "dataset_options"), ("contrastive", "dataset_options"),
                        ("parti", "dataset_options")):
+=======
+    for stage in ("tokenizer", "contrastive", "parti"):
+>>>>>>> main
         config = json.loads((out / stage / "run.json").read_text())["task_config"]
         assert config["dataset"] == "image_caption_folder", stage
-        assert config[key]["path"] == photos and config[key]["holdout_percent"] == 25, stage
+        options = config["dataset_options"]
+        assert options["path"] == photos and options["holdout_percent"] == 25, stage
         assert config.get("split", "train") == "train", stage
     text = "\n".join(lines)
     assert "$ zoo-train --gin_file=runs/folder_tokenizer.gin" in text
@@ -90,6 +95,7 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     lines.clear()
     run_demo(str(out), photos, stages=["sampling", "eval"], **options)
     recorded = json.loads((out / "parti" / "sampling.json").read_text())
+    assert set(recorded["prompts"]) <= held_captions and len(recorded["prompts"]) == 2
     best = max(recorded["grid"], key=lambda r: r["score"])
     assert {k: best[k] for k in recorded["settings"]} == recorded["settings"]
     results = json.loads((out / "eval" / "results.json").read_text())

@@ -205,9 +205,11 @@ def test_layers_saved_under_the_old_shared_name_load_as_what_they_were(tmp_path)
 
     from zoo.layers import transformer, vit
     x = np.random.default_rng(0).random((2, 9, 16)).astype("float32")
-    for layer, new_name in ((vit.SelfAttention(dim=16, heads=2), "zoo>ViTSelfAttention"),
-                            (transformer.SelfAttention(width=16, heads=2, kernel="row"),
-                             "zoo>CausalSelfAttention")):
+    # The ViT layer's config then said `dim` for its width (zoo.compat), the causal one `width`.
+    for layer, new_name, then in (
+            (vit.SelfAttention(width=16, heads=2), "zoo>ViTSelfAttention", b'"dim": 16'),
+            (transformer.SelfAttention(width=16, heads=2, kernel="row"),
+             "zoo>CausalSelfAttention", b'"width": 16')):
         grid = (3, 3)
         call = (lambda t, layer=layer: layer(t)) if new_name.endswith("ViTSelfAttention") \
             else (lambda t, layer=layer: layer(t, grid=grid))
@@ -221,6 +223,7 @@ def test_layers_saved_under_the_old_shared_name_load_as_what_they_were(tmp_path)
                 if item.filename == "config.json":
                     assert new_name.encode() in data
                     data = data.replace(new_name.encode(), b"zoo>SelfAttention")
+                    data = data.replace(b'"width": 16', then)
                 dst.writestr(item, data)
         loaded = keras.saving.load_model(old)
         assert type(loaded.layers[-1]) is type(layer)

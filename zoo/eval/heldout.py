@@ -6,9 +6,9 @@
     tokenizer_psnr("runs/mine/tokenizer", images)    # reconstruction of held-out images, dB
     retrieval(scorer, images, captions)              # {'accuracy', 'chance', 'candidates'}
 
-Every training stage records its dataset's resolved options in run.json (`dataset_options`,
-or `dataset_config` for the contrastive task), so the data can be rebuilt from the run
-directory alone; `heldout_split()` of the dataset is what training never read (`test` of
+Every training stage records its dataset's resolved options in run.json (`dataset_options`;
+runs written as `dataset_config` are read under the new name), so the data can be rebuilt from
+the run directory alone; `heldout_split()` of the dataset is what training never read (`test` of
 synthetic_shapes: caption meanings never trained on; of a folder: its test/ or validation/
 subfolder, or the hash-chosen share).
 """
@@ -40,7 +40,7 @@ def run_dataset(model_dir: str):
     name = config.get("dataset")
     if not name:
         return None
-    options = dict(config.get("dataset_options") or config.get("dataset_config") or {})
+    options = dict(config.get("dataset_options") or {})  # run_info.read: current names
     accepted = inspect.signature(DATASETS.get(name).__init__).parameters
     # Arguments of other zoo versions (renamed or gone) do not change which data exists.
     options = {k: v for k, v in options.items() if k in accepted}

@@ -149,13 +149,12 @@ def heldout_reference(model_dir: str):
 
 
 def _image_size(task_config) -> int:
-    for key in ("image_size",):
-        if task_config.get(key):
-            return int(task_config[key])
-    options = task_config.get("image_tokenizer_options") or {}
-    if options.get("image_size"):
-        return int(options["image_size"])
-    raise ZooError("cannot tell the run's image size from its run.json")
+    """The image size of a run: its own `image_size`, else its image tokenizer's."""
+    size = task_config.get("image_size") or (
+        task_config.get("image_tokenizer_options") or {}).get("image_size")
+    if not size:
+        raise ZooError("cannot tell the run's image size from its run.json")
+    return int(size)
 
 
 def load_prompt_set(spec: str, num_prompts: Optional[int], model_dir: str):

@@ -44,6 +44,9 @@ def run_demo(model_dir: str = "runs/demo", data: Optional[str] = None, *,
              stages: Optional[List[str]] = None, print_fn=print, **options) -> dict:
     """Builds and runs the demo (see `make_demo`); prints each stage, the evaluation summary
     and where everything is; returns {stage: result line}."""
+    from zoo import config
+    # The extra gin files and bindings are checked up front, before any stage runs.
+    config.parse(options.get("gin_files", ()), options.get("bindings", ()), finalize=False)
     pipeline = make_demo(model_dir, data, **options)
     pipeline.print_fn = print_fn
     pipeline.select(stages)  # an unknown stage fails before any work

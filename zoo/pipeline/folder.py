@@ -236,7 +236,7 @@ class FolderDemo:
             parti, prompts, sampling_grid.following_judge(scorer), num_samples=samples,
             quick=self.quick)
         sampling_grid.record(parti, best, table, "caption following under the reranker",
-                             len(prompts), samples)
+                             prompts, samples)
         top = max(table, key=lambda r: r["score"])["score"]
         return (f"temperature {best['temperature']:g}, top-k {best['top_k']}, guidance "
                 f"{best['guidance_scale']:g} (caption following {top:.1%} on {len(prompts)} "

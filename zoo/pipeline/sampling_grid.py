@@ -89,8 +89,8 @@ def choose_settings(parti_dir: str, prompts: Sequence[Prompt], judge: Judge, *,
     return best, table
 
 
-def record(parti_dir: str, best: Dict, table: List[Dict], judged_by: str, prompts: int,
-           num_samples: int) -> str:
-    measured = {"chosen_by": judged_by, "prompts": prompts, "samples_per_prompt": num_samples,
-                "seed": SEED, "grid": table}
+def record(parti_dir: str, best: Dict, table: List[Dict], judged_by: str,
+           prompts: Sequence[Prompt], num_samples: int) -> str:
+    measured = {"chosen_by": judged_by, "prompts": [p.text for p in prompts],
+                "samples_per_prompt": num_samples, "seed": SEED, "grid": table}
     return sampling_settings.record(parti_dir, best, measured)

@@ -164,7 +164,7 @@ def info_nce(image_embeddings, text_embeddings, logit_scale):
     return (ops.mean(i2t) + ops.mean(t2i)) / 2.0, logits
 
 
-@TASKS.register("contrastive", needs="a SentencePiece model (tokenizer_config)")
+@TASKS.register("contrastive", needs="a SentencePiece model (tokenizer_options)")
 class ContrastiveTask(PretrainingTask):
     """Dual-encoder contrastive pretraining (symmetric InfoNCE, learnable temperature).
 

@@ -62,10 +62,7 @@ def define_flags():
 
 def main(argv):
     common.setup(argv, parse_gin=False)
-    from zoo import config
     from zoo.pipeline import run_demo
-    # Extra gin files and bindings are validated up front, before any stage runs.
-    config.parse(FLAGS.gin_file, FLAGS.gin_bindings, finalize=False)
     run_demo(FLAGS.model_dir or "runs/demo", FLAGS.data, stages=FLAGS.stages,
              gin_files=FLAGS.gin_file, bindings=FLAGS.gin_bindings, quick=FLAGS.quick,
              preset=FLAGS.preset, num_prompts=FLAGS.num_prompts,

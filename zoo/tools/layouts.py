@@ -18,16 +18,19 @@ from absl import flags
 
 from zoo.tools import common
 
-flags.DEFINE_string("model", None, "Registered model name, e.g. parti_3b (zoo-list model).")
-flags.DEFINE_string("mesh", None, "Mesh, e.g. batch:128,model:4 (default: mesh_layout.mesh "
-                    "from the gin files).")
-flags.DEFINE_string("optimizer", "adafactor", "Optimizer whose state is counted: a registered "
-                    "optimizer (zoo-list optimizer), a Keras one (adam), or 'none'.")
-flags.DEFINE_bool("slots", False, "List every optimizer slot, not only the weights.")
-flags.DEFINE_string("device_memory", None, "Say whether weights + optimizer state fit in this "
-                    "much memory per device, e.g. 16GiB.")
-common.define_gin_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("model", None, "Registered model name, e.g. parti_3b (zoo-list model).")
+    flags.DEFINE_string("mesh", None, "Mesh, e.g. batch:128,model:4 (default: mesh_layout.mesh "
+                        "from the gin files).")
+    flags.DEFINE_string("optimizer", "adafactor", "Optimizer whose state is counted: a registered "
+                        "optimizer (zoo-list optimizer), a Keras one (adam), or 'none'.")
+    flags.DEFINE_bool("slots", False, "List every optimizer slot, not only the weights.")
+    flags.DEFINE_string("device_memory", None, "Say whether weights + optimizer state fit in this "
+                        "much memory per device, e.g. 16GiB.")
+    common.define_gin_flags()
 
 
 def main(argv):
@@ -58,7 +61,7 @@ def main(argv):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ from absl import flags
 
 from zoo.tools import common
 
-flags.DEFINE_string("pattern", "*", "Shell-style pattern on names, e.g. 'vit_vqgan_*'.")
-flags.DEFINE_bool("params", False, "Also print parameter counts of model sizes (image "
-                  "tokenizers, models, upsamplers, text encoders) without allocating weights: "
-                  "the total, and each side of an image tokenizer (the papers count one).")
-flags.DEFINE_bool("source", False, "Also print who registered each component (zoo or a plugin).")
-common.define_gin_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("pattern", "*", "Shell-style pattern on names, e.g. 'vit_vqgan_*'.")
+    flags.DEFINE_bool("params", False, "Also print parameter counts of model sizes (image "
+                      "tokenizers, models, upsamplers, text encoders) without allocating "
+                      "weights: the total, and each side of an image tokenizer (the papers "
+                      "count one).")
+    flags.DEFINE_bool("source", False, "Also print who registered each component (zoo or a "
+                      "plugin).")
+    common.define_gin_flags()
+
 
 PARAM_KINDS = ("image_tokenizer", "model", "upsampler", "text_encoder")
 
@@ -79,7 +85,7 @@ def _human(n):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":
