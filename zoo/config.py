@@ -150,6 +150,10 @@ def translate_gin_error(e: BaseException, where: str) -> ZooError:
         selector, param = m.group(1), m.group(2)
         valid = _params_of(selector)
         hint = suggest(param, valid, what="argument") if valid else ""
+        from zoo import compat
+        new_name = compat.new_name_of(param)
+        if new_name and new_name in valid:
+            hint = f"{param!r} was renamed {new_name!r}; " + hint
         return UnknownNameError(f"{loc}: {selector!r} has no argument {param!r}"
                                 + (f"; {hint}" if hint else ""))
     m = _NO_CONFIGURABLE.search(msg)
