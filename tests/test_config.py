@@ -109,5 +109,5 @@ def test_includes_resolve_when_the_working_directory_on_sys_path_has_a_runs_fold
 
 def test_a_renamed_argument_in_gin_names_its_new_name(gin_clean):
     import zoo  # noqa: F401  (registers the built-in components)
-    with pytest.raises(UnknownNameError, match=r"'dim' was renamed 'width'"):
+    with pytest.raises(UnknownNameError, match=r"renamed 'width': write vit_vqgan_micro.width"):
         config.parse([], ["vit_vqgan_micro.dim = 16"], finalize=False)

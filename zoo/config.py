@@ -153,7 +153,7 @@ def translate_gin_error(e: BaseException, where: str) -> ZooError:
         from zoo import compat
         new_name = compat.new_name_of(param)
         if new_name and new_name in valid:
-            hint = f"{param!r} was renamed {new_name!r}; " + hint
+            hint = f"it was renamed {new_name!r}: write {selector}.{new_name}"
         return UnknownNameError(f"{loc}: {selector!r} has no argument {param!r}"
                                 + (f"; {hint}" if hint else ""))
     m = _NO_CONFIGURABLE.search(msg)
