@@ -24,6 +24,11 @@ RENAMED_OPTIONS: Dict[str, str] = {
 RENAMED_VIT_VQGAN: Dict[str, str] = {"dim": "width", "decoder_dim": "decoder_width"}
 
 
+def new_name_of(name: str):
+    """The current name of an option renamed since (any component), else None."""
+    return RENAMED_OPTIONS.get(name) or RENAMED_VIT_VQGAN.get(name)
+
+
 def renamed(config: Mapping[str, Any], names: Mapping[str, str]) -> Dict[str, Any]:
     """A copy of `config` with the keys in `names` under their new names.
 
