@@ -77,8 +77,8 @@ def test_quick_run_on_real_photos_trains_on_the_train_split_only(photos, tmp_pat
     for stage in ("tokenizer", "contrastive", "parti"):
         config = json.loads((out / stage / "run.json").read_text())["task_config"]
         assert config["dataset"] == "image_caption_folder", stage
-        options = config["dataset_options"]
-        assert options["path"] == photos and options["holdout_percent"] == 25, stage
+        recorded = config["dataset_options"]
+        assert recorded["path"] == photos and recorded["holdout_percent"] == 25, stage
         assert config.get("split", "train") == "train", stage
     text = "\n".join(lines)
     assert "$ zoo-train --gin_file=runs/folder_tokenizer.gin" in text

@@ -23,6 +23,7 @@ run with its own message.
 
 import logging
 import os
+import sys
 from typing import Iterator, Optional, Union
 
 import tensorflow as tf
@@ -163,47 +164,59 @@ def _preprocess(image_size, crop_random, seed):
 
 class DecodeSkips:
     """Images that failed to decode in one pipeline: counted, named, and fatal when nothing
-    decodes at all.
+    decodes at all; all in the graph (a py_function here can deadlock TensorFlow's shutdown
+    when the run stops on an error while input threads still call it).
 
-    Logged as one line each time the number of distinct failed files reaches a power of two
-    (1, 2, 4, ...): the count so far and the first few names. When the first `min(N, 32)`
-    examples of the stream all fail (N: the split's size when known), the run stops with an
-    error naming the dataset, within seconds rather than spinning forever.
+    Printed to stderr as one line each time the count reaches a power of two (1, 2, 4, ...):
+    how many so far and the first few names. When the first `min(N, 32)` examples of the
+    stream all fail (N: the split's size when known), the pipeline stops with an error naming
+    the dataset, within seconds rather than spinning forever.
     """
 
     FIRST = 32
+    SHOWN = 5
 
-    def __init__(self, description: str, start: int, num_examples: Optional[int]):
+    def __init__(self, description: str, num_examples: Optional[int]):
         self.description = description
-        self.start = int(start)
         self.limit = min(num_examples, self.FIRST) if num_examples else self.FIRST
-        self.count = 0
-        self.names: list = []
-        self.logged = 0
 
-    def record(self, name, position) -> bool:
-        name = name.numpy().decode("utf-8", "replace") if hasattr(name, "numpy") else str(name)
-        position = int(position)
-        self.count += 1
-        if name not in self.names:
-            self.names.append(name)
-            n = len(self.names)
-            if n & (n - 1) == 0:  # a power of two
-                log.warning("%s", self.summary())
-        if self.count >= self.limit and self.count == position - self.start + 1:
-            raise ZooError(f"{self.description}: no usable images: the first {self.count} "
-                           f"examples all failed to decode ({self.shown()}); check the files "
-                           f"(e.g. open them with PIL) or the folder")
-        return False
+    def initial_state(self):
+        return (tf.constant(0, tf.int64), tf.constant(0, tf.int64),
+                tf.fill([self.SHOWN], ""), tf.constant(0, tf.int32))
 
-    def shown(self) -> str:
-        first = ", ".join(self.names[:5])
-        return first + (" ..." if len(self.names) > 5 else "")
+    def step(self, state, example):
+        """(new state, example) for tf.data's scan: counts the example, logs and checks."""
+        failures, seen, names, shown = state
+        failed = tf.logical_not(example["_decoded"])
+        name = example.get("file_name")
+        if name is None:
+            name = tf.strings.as_string(example["index"])
+        seen += 1
+        failures += tf.cast(failed, tf.int64)
+        add = tf.logical_and(failed, shown < self.SHOWN)
+        names = tf.where(tf.logical_and(add, tf.range(self.SHOWN) == shown), name, names)
+        shown += tf.cast(add, tf.int32)
+        listed = tf.strings.reduce_join(names[:shown], separator=", ")
+        listed = tf.strings.join([listed, tf.where(failures > tf.cast(shown, tf.int64),
+                                                   " ...", "")])
+        power_of_two = tf.equal(tf.bitwise.bitwise_and(failures, failures - 1), 0)
 
-    def summary(self) -> str:
-        n = len(self.names)
-        return (f"{self.description}: skipped {n} image{'s' if n != 1 else ''} that failed to "
-                f"decode: {self.shown()}")
+        def say():
+            tf.print(tf.strings.join([
+                f"{self.description}: skipped ", tf.strings.as_string(failures),
+                " example(s) whose image failed to decode: ", listed]), output_stream=sys.stderr)
+            return tf.constant(True)
+
+        said = tf.cond(tf.logical_and(failed, power_of_two), say, lambda: tf.constant(False))
+        nothing = tf.logical_and(failures >= self.limit, tf.equal(failures, seen))
+        message = tf.strings.join([
+            f"ZooError: {self.description}: no usable images: the first ", tf.strings.as_string(
+                failures), " examples all failed to decode (", listed, "); check the files "
+            "(e.g. open them with PIL) or the folder"])
+        check = tf.debugging.Assert(tf.logical_not(nothing), [message])
+        with tf.control_dependencies([said, check]):
+            example = {k: tf.identity(v) for k, v in example.items()}
+        return (failures, seen, names, shown), example
 
 
 def _decoded(ds, skips: DecodeSkips, crop_random: bool, seed: int, parallel):
@@ -228,17 +241,9 @@ def _decoded(ds, skips: DecodeSkips, crop_random: bool, seed: int, parallel):
         return (tf.data.Dataset.from_tensors(example).map(decode).ignore_errors()
                 .concatenate(tf.data.Dataset.from_tensors(failed)).take(1))
 
-    def keep(example):
-        name = example.get("file_name")
-        if name is None:
-            name = tf.strings.as_string(example["index"])
-        return tf.cond(example["_decoded"], lambda: tf.constant(True),
-                       lambda: tf.py_function(skips.record, [name, example["_position"]],
-                                              tf.bool))
-
     ds = ds.interleave(guarded, cycle_length=16, block_length=1, num_parallel_calls=parallel,
                        deterministic=True)
-    ds = ds.filter(keep)
+    ds = ds.scan(skips.initial_state(), skips.step).filter(lambda ex: ex["_decoded"])
     return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_decoded"})
 
 
@@ -309,7 +314,7 @@ def examples(dataset: Union[str, CaptionDataset] = "synthetic_shapes", split: st
     # counted (the folder dataset checks files up front, so this stays rare; later examples
     # then move up one place, and image_caption_folder.verify = 'full' rules it out). Nothing
     # else is skipped: any other error stops the run with its message.
-    ds = _decoded(ds, DecodeSkips(repr(source), start, n), crop_random, seed, parallel)
+    ds = _decoded(ds, DecodeSkips(repr(source), n), crop_random, seed, parallel)
     ds = ds.map(_preprocess(image_size, crop_random, seed), num_parallel_calls=parallel,
                 deterministic=True)
     options = tf.data.Options()

@@ -144,7 +144,10 @@ def zoo_error_in(error: BaseException) -> Optional[str]:
     marker = "ZooError: "
     if marker not in text:
         return None
-    return text.split(marker, 1)[1].split("\n", 1)[0].strip()
+    message = text.split(marker, 1)[1].split("\n", 1)[0].strip()
+    if f"[{marker}" in text and message.endswith("]"):  # an in-graph assertion's [message]
+        message = message[:-1]
+    return message
 
 
 _DEFINED = set()
