@@ -143,3 +143,13 @@ def test_missing_and_bad_specs(tmp_path, monkeypatch):
     path.write_text("a\nb\n", encoding="utf-8")
     with pytest.raises(ZooError, match="at least 1, got 0"):
         prompts_lib.load_prompts(str(path), limit=0)
+
+
+def test_zoo_sample_takes_the_shipped_partiprompts_by_name(tmp_path, monkeypatch):
+    from zoo.errors import ZooError
+    from zoo.eval.samples import read_prompts
+    monkeypatch.chdir(tmp_path)  # no PartiPrompts.tsv anywhere near
+    prompts = read_prompts([], "partiprompts", max_prompts=12)
+    assert len(prompts) == 12 and all(p.text.strip() and p.category for p in prompts)
+    with pytest.raises(ZooError, match="partiprompts"):
+        read_prompts([], "partiprompt.tsv")

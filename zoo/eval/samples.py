@@ -23,12 +23,14 @@ def read_prompts(prompts, prompts_file=None, max_prompts=None):
     from zoo.eval.prompts import Prompt, load_prompts
     out = [Prompt(text=p, source=f"--prompt #{i + 1}") for i, p in enumerate(prompts)]
     if prompts_file:
-        if not os.path.isfile(prompts_file):
-            raise ZooError(f"--prompts_file {prompts_file!r} does not exist")
+        shipped = prompts_file.strip().lower() == "partiprompts"  # zoo's package data
+        if not shipped and not os.path.isfile(prompts_file):
+            raise ZooError(f"--prompts_file {prompts_file!r} does not exist; give a .tsv with "
+                           f"a Prompt column, a .txt with one prompt per line, or partiprompts")
         out += load_prompts(prompts_file, limit=max_prompts)
     if not out:
         raise ZooError("no prompts: give --prompt=\"a red circle\" (repeatable) or "
-                       "--prompts_file=<.tsv or .txt>")
+                       "--prompts_file=<.tsv, .txt or partiprompts>")
     for p in out:
         if not p.text.strip():
             raise ZooError(f"empty prompt ({p.source or 'prompt'}); every prompt needs text")

@@ -2,7 +2,7 @@
 
     zoo-sample --model_dir=runs/demo/parti --prompt="a red circle at the top" \
         --prompt="two blue squares" --num_samples=4 --output_dir=samples
-    zoo-sample --model_dir=runs/parti --prompts_file=../shared/data/partiprompts/PartiPrompts.tsv \
+    zoo-sample --model_dir=runs/parti --prompts_file=partiprompts \
         --max_prompts=32 --scorer=contrastive_scorer \
         --gin_bindings="contrastive_scorer.model_dir='runs/contrastive'"
 
@@ -39,9 +39,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
-    flags.DEFINE_string("prompts_file", None, "A .tsv with a Prompt column (e.g. PartiPrompts at "
-                        "../shared/data/partiprompts/PartiPrompts.tsv) or a .txt, one prompt per "
-                        "line.")
+    flags.DEFINE_string("prompts_file", None, "A .tsv with a Prompt column, a .txt with one prompt "
+                        "per line, or partiprompts (the PartiPrompts set zoo ships).")
     flags.DEFINE_integer("max_prompts", None, "Use at most this many prompts of --prompts_file "
                          "(a category-balanced subset for PartiPrompts).")
     flags.DEFINE_string("output_dir", None, "Where to write PNGs, samples.jsonl and index.html "
