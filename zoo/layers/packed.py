@@ -1,0 +1,171 @@
+"""Inference weights: a decoder's projections packed once per sampling call, in the precision
+sampling reads them in.
+
+A decode step does a few hundred operations on one token per row and reads every decoder
+weight once, so on a CPU it is bound by memory traffic, not arithmetic. The sampler therefore
+reads the weights through `Linear`s made once per call (outside the decode loop) from the
+model's Keras `Dense` layers:
+
+- the query, key and value projections of a self-attention layer are one matrix
+  [width, 3 * width] (one matmul instead of three);
+- the weights are stored in the precision chosen by `WEIGHT_MODES`:
+
+  `auto`      the model's own compute dtype (float32; bfloat16 for a mixed-precision model),
+              computed as its Keras layers compute it;
+  `float32`   float32 weights and activations;
+  `bfloat16`  bfloat16 weights (half the bytes), computed as under mixed precision
+              (bfloat16 projections, float32 LayerNorms, softmax, residual stream and logits);
+  `int8`      int8 weights with one float32 scale per output column (a quarter of the bytes;
+              symmetric, round to nearest), float32 activations.
+
+bfloat16 and int8 weights go through the fused native op `zoo_small_matmul` (reads the
+compact weights directly, float32 accumulation) where native ops run; elsewhere (XLA, a
+SavedModel, DTensor, no compiler) `bfloat16` uses TensorFlow's bfloat16 matmul and `int8`
+multiplies by the dequantized float32 weights (the same values, dequantized once per call:
+no bandwidth saved there).
+
+    weights = decoder.inference_weights("bfloat16")   # inside the tf.function, once
+    logits, cache = decoder.step(prev, t, cache, memory_kv, memory_mask, weights)
+"""
+
+from typing import NamedTuple, Optional, Sequence
+
+import tensorflow as tf
+
+from zoo.errors import ZooError
+
+WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
+
+# Rows up to which the fused op is used (a memory-bound product wants the compact weights;
+# with many rows the product is compute-bound and oneDNN's blocked kernels win). Measured:
+# python bench/sampling.py --matmul.
+NATIVE_MAX_ROWS = 64
+
+
+def check_mode(mode):
+    if mode not in WEIGHT_MODES:
+        raise ZooError(f"sampling weights must be one of {', '.join(WEIGHT_MODES)}; got "
+                       f"{mode!r}")
+    return mode
+
+
+def quantize_int8(kernel):
+    """(int8 [K, N], float32 scale [N]): symmetric per-column quantization of `kernel`."""
+    kernel = tf.cast(kernel, tf.float32)
+    scale = tf.reduce_max(tf.abs(kernel), axis=0) / 127.0
+    scale = tf.where(scale > 0, scale, 1.0)
+    q = tf.cast(tf.clip_by_value(tf.round(kernel / scale), -127.0, 127.0), tf.int8)
+    return q, scale
+
+
+class Linear(NamedTuple):
+    """y = activation(x @ kernel * scale + bias), packed for inference.
+
+    kernel: [K, N] (float32, bfloat16 or int8), or for the fused op (`panels` True) the same
+        weights in panels of 16 output columns, [ceil(N / 16), K, 16] (each panel contiguous,
+        N padded with zero columns).
+    scale: float32 [N] (padded like the panels) for int8 weights, else None.
+    compute_dtype: the dtype y comes out in (and x is cast to for a TensorFlow matmul).
+    units: N.
+    """
+
+    kernel: tf.Tensor
+    bias: Optional[tf.Tensor]
+    scale: Optional[tf.Tensor]
+    compute_dtype: tf.DType
+    units: int
+    panels: bool = False
+    activation: Optional[object] = None
+
+    def __call__(self, x):
+        """x [..., K] -> [..., N] (decode steps pass [rows, K]: no reshapes)."""
+        flat = x if x.shape.rank == 2 else tf.reshape(x, [-1, x.shape[-1]])
+        y = self._matmul(flat)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.activation is not None:
+            y = self.activation(y)
+        if x.shape.rank == 2:
+            return y
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+
+    def _matmul(self, x):
+        if self.panels:
+            scale = self.scale if self.scale is not None else tf.zeros([0], tf.float32)
+            y = native_library().zoo_small_matmul(tf.cast(x, tf.float32), self.kernel, scale)
+            if y.shape[-1] != self.units:
+                y = y[:, :self.units]
+            return tf.cast(y, self.compute_dtype)
+        y = tf.matmul(tf.cast(x, self.kernel.dtype), self.kernel)
+        return tf.cast(y, self.compute_dtype)
+
+
+def native_library():
+    """The op library of the fused compact-weight matmul, or None."""
+    from zoo.attention import native
+    return native.load("small_matmul")
+
+
+def use_native(rows=None, *tensors) -> bool:
+    """Whether `pack(..., native=True)` should be used here: native ops run in this context
+    (not under XLA, in a SavedModel or on DTensor), the library builds, and the products have
+    at most NATIVE_MAX_ROWS rows (None: unknown, assumed few)."""
+    from zoo.attention import native
+    if rows is not None and rows > NATIVE_MAX_ROWS:
+        return False
+    return native.usable_on(*tensors) and native_library() is not None
+
+
+def _panels(kernel):
+    """[K, N] -> [ceil(N / 16), K, 16], N padded with zero columns."""
+    k, n = kernel.shape
+    pad = -n % 16
+    if pad:
+        kernel = tf.pad(kernel, [[0, 0], [0, pad]])
+    return tf.transpose(tf.reshape(kernel, [k, (n + pad) // 16, 16]), [1, 0, 2])
+
+
+def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=None) -> Linear:
+    """One `Linear` computing the Keras Dense `layers` side by side (outputs concatenated).
+
+    native: lay bfloat16 / int8 weights out for the fused op (see `use_native`).
+    dtype: the output dtype (default: the mode's compute dtype).
+    """
+    check_mode(mode)
+    first = layers[0]
+    if mode == "auto":
+        weight_dtype = tf.as_dtype(first.compute_dtype)
+    elif mode == "int8":
+        weight_dtype = tf.float32
+    else:
+        weight_dtype = tf.as_dtype(mode)
+    dtype = tf.as_dtype(dtype or weight_dtype)
+    kernels = [tf.convert_to_tensor(layer.kernel) for layer in layers]
+    kernel = tf.concat(kernels, 1) if len(kernels) > 1 else kernels[0]
+    units = int(kernel.shape[1])
+    bias = None
+    if first.use_bias:
+        biases = [tf.convert_to_tensor(layer.bias) for layer in layers]
+        bias = tf.cast(tf.concat(biases, 0) if len(biases) > 1 else biases[0], dtype)
+    scale = None
+    if mode == "int8":
+        kernel, scale = quantize_int8(kernel)
+        if not native:  # dequantized once: the values the fused op multiplies by
+            kernel, scale = tf.cast(kernel, tf.float32) * scale, None
+    else:
+        kernel = tf.cast(kernel, weight_dtype)
+    panels = bool(native) and kernel.dtype in (tf.bfloat16, tf.int8)
+    if panels:
+        kernel = _panels(kernel)
+        if scale is not None and -units % 16:
+            scale = tf.pad(scale, [[0, -units % 16]], constant_values=1.0)
+    return Linear(kernel, bias, scale, dtype, units, panels, activation)
+
+
+def nbytes(linear: Linear) -> int:
+    """Bytes of the packed weights (kernel, scale, bias) one product reads."""
+    total = 0
+    for t in (linear.kernel, linear.scale, linear.bias):
+        if t is not None:
+            total += t.shape.num_elements() * t.dtype.size
+    return total
