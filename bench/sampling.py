@@ -173,8 +173,9 @@ def phase_uncached(model, sample_rows):
         c = cost[lo] if hi == lo else cost[lo] + (cost[hi] - cost[lo]) * (r - lo) / (hi - lo)
         total += w * c
     n = h * w
-    print(f"[uncached] prefix passes {', '.join(f'{r} rows {c * 1e3:.0f} ms' for r, c in cost.items())}"
-          f" -> {total:.1f} s per image, {n / total:.1f} tokens/s ({load()})", flush=True)
+    passes = ", ".join(f"{r} rows {c * 1e3:.0f} ms" for r, c in cost.items())
+    print(f"[uncached] prefix passes {passes} -> {total:.1f} s per image, {n / total:.1f} "
+          f"tokens/s ({load()})", flush=True)
     return total
 
 
@@ -222,11 +223,12 @@ def phase_matmul(model, row_counts, steps=20):
 
 
 def shapes_prompts(model_dir, count):
-    """The demo's held-out shapes captions (test split) tokenized for the run."""
+    """The run's held-out shapes captions (what `zoo-eval --prompts=shapes` samples),
+    tokenized for it."""
     from zoo.models.sampling import TextToImage
-    from zoo.eval.prompts import shapes_prompts as held_out
+    from zoo.tools.eval import _load_prompt_set
     pipe = TextToImage.from_model_dir(model_dir)
-    texts = [p.text for p in held_out(count)]
+    texts = [p.text for p in _load_prompt_set("shapes", count, model_dir)]
     ids, mask = pipe.tokenize(texts)
     return pipe, ids, mask
 

@@ -39,7 +39,8 @@ h * w == tokens):
 - `get_config()`: constructor arguments (JSON-able), so a model can rebuild its kernels.
 
 A kernel that only defines `allowed` is correct (dense masked) and decodes fast (the step's
-key table); overriding `call` makes training fast. `dense_masked_attention` is the reference the built-in kernels are tested against.
+key table); overriding `call` makes training fast. `dense_masked_attention` is the reference
+the built-in kernels are tested against.
 """
 
 import math

@@ -369,7 +369,8 @@ class TextToImage:
         image_tokenizer: the image tokenizer whose codes the model predicts (`decode`).
         upsampler: optional model with `upsample(images)`.
         scorer: optional scorer object or registered SCORERS name.
-        temperature, top_k, top_p, guidance_scale, use_cache, jit_compile: see `Sampler`.
+        temperature, top_k, top_p, guidance_scale, use_cache, jit_compile, weights,
+            jacobi_window: see `Sampler`.
         distribution: the `zoo.distribute` distribution the model was built under (its
             weights sharded on a mesh, or mirrored); prompts are spread over its replicas
             (padded to a multiple of them) and the images are the same as on one device.
@@ -377,7 +378,7 @@ class TextToImage:
 
     def __init__(self, model, text_tokenizer, image_tokenizer, *, upsampler=None, scorer=None,
                  temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True,
-                 jit_compile=False, distribution=None):
+                 jit_compile=False, weights="auto", jacobi_window=0, distribution=None):
         if distribution is None:
             from zoo.distribute.base import Distribution
             distribution = Distribution()
@@ -398,11 +399,15 @@ class TextToImage:
         if use_cache and distribution.num_devices > distribution.num_replicas:
             log.warning("zoo: KV-cached decoding does not run on a mesh with a model axis yet "
                         "(DTensor cannot carry the head-sharded cache through the decode "
-                        "loop); decoding without the cache, one full decoder pass per token")
-            use_cache = False
+                        "loop); decoding without the cache, one full decoder pass per token%s",
+                        "" if weights == "auto" and not jacobi_window else
+                        f" (weights={weights!r} and jacobi_window={jacobi_window!r} need the "
+                        f"cache: ignored)")
+            use_cache, weights, jacobi_window = False, "auto", 0
         self.sampler = Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
                                guidance_scale=guidance_scale, use_cache=use_cache,
-                               jit_compile=jit_compile)
+                               jit_compile=jit_compile, weights=weights,
+                               jacobi_window=jacobi_window)
         self._decode = tf.function(image_tokenizer.decode, autograph=False)
 
     @classmethod

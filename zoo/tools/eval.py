@@ -63,6 +63,12 @@ def _define_flags():
     flags.DEFINE_bool("xla", False, "XLA-compile the decode loop (as zoo-sample --xla): a "
                       "slower start (compiling), faster steps for large float32 models; no "
                       "faster for the bf16 demo model (bench/RESULTS.md).")
+    flags.DEFINE_enum("weights", "auto", ["auto", "float32", "bfloat16", "int8"],
+                      "Precision decode steps read the weights in (auto: the model's own; "
+                      "int8: weight-only, per-column scales). See bench/RESULTS.md.")
+    flags.DEFINE_integer("jacobi_window", 0, "0: one token per model call; L >= 2: "
+                         "speculative Jacobi decoding with L draft tokens per call (same "
+                         "distribution, fewer calls).")
     flags.DEFINE_string("scorer_dir", None, "A contrastive zoo-train run: reranks samples "
                         "and gives the contrastive agreement score.")
     flags.DEFINE_string("scorer", None, "A registered scorer name instead of --scorer_dir "
@@ -76,6 +82,7 @@ def run_eval(model_dir: str, prompts: str = "shapes", output_dir: Optional[str] 
              num_prompts: Optional[int] = None, num_samples: int = 4, seed: int = 0,
              guidance_scale: Optional[float] = None, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, batch_size: int = 8, xla: bool = False,
+             weights: str = "auto", jacobi_window: int = 0,
              scorer_dir: Optional[str] = None, scorer: Optional[str] = None,
              reference_dir: Optional[str] = None, feature_network: str = "inception_v3",
              step: Optional[int] = None, grid_png: Optional[str] = None,
@@ -106,7 +113,8 @@ def run_eval(model_dir: str, prompts: str = "shapes", output_dir: Optional[str] 
     elif scorer:
         from zoo.registry import SCORERS
         scorer_obj = SCORERS.create(scorer)
-    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, jit_compile=xla)
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, jit_compile=xla,
+                    weights=weights, jacobi_window=jacobi_window)
     if guidance_scale is not None:
         settings["guidance_scale"] = guidance_scale
     pipe = TextToImage.from_model_dir(model_dir, step=step, scorer=scorer_obj, **settings)
@@ -114,6 +122,7 @@ def run_eval(model_dir: str, prompts: str = "shapes", output_dir: Optional[str] 
             "checkpoint_step": getattr(pipe.task, "restored_step", None),
             "prompts": prompts, "guidance_scale": pipe.sampler.guidance_scale,
             "temperature": temperature, "top_k": top_k, "top_p": top_p, "xla": xla,
+            "weights": weights, "jacobi_window": jacobi_window,
             "scorer": (os.path.abspath(scorer_dir) if scorer_dir else scorer)}
     metric = None
     if scorer_obj is not None:
@@ -198,7 +207,8 @@ def main(argv):
         FLAGS.model_dir, FLAGS.prompts, FLAGS.output_dir, num_prompts=FLAGS.num_prompts,
         num_samples=FLAGS.num_samples, seed=FLAGS.seed, guidance_scale=FLAGS.guidance_scale,
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-        batch_size=FLAGS.batch_size, xla=FLAGS.xla, scorer_dir=FLAGS.scorer_dir,
+        batch_size=FLAGS.batch_size, xla=FLAGS.xla, weights=FLAGS.weights,
+        jacobi_window=FLAGS.jacobi_window, scorer_dir=FLAGS.scorer_dir,
         scorer=FLAGS.scorer, reference_dir=FLAGS.reference_dir,
         feature_network=FLAGS.feature_network, step=FLAGS.step, progress=FLAGS.progress)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
