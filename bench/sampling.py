@@ -246,29 +246,41 @@ def phase_agreement(model_dir, modes, count):
 
 
 def phase_jacobi(model_dir, windows, count, temperature, repeats):
+    """Per image (one prompt per call): model calls, and the best over `repeats` rounds of the
+    mean wall and CPU seconds per image; the samplers take turns within each round, so a
+    change in the machine's load hits them alike."""
     from zoo.models.sampling import Sampler
     pipe, ids, mask = shapes_prompts(model_dir, count)
     n = pipe.model.decoder.num_tokens
-    base = None
-    for window in [0] + windows:
-        sampler = Sampler(pipe.model, temperature=temperature, jacobi_window=window)
-        calls, seconds = [], float("inf")
+    samplers = {w: Sampler(pipe.model, temperature=temperature, jacobi_window=w)
+                for w in [0] + windows}
+    calls = {w: [] for w in samplers}
+    wall = {w: float("inf") for w in samplers}
+    cpu = {w: float("inf") for w in samplers}
+    for sampler in samplers.values():
         sampler(ids[:1], mask[:1], 1, 0)  # trace
-        for r in range(repeats):
-            start = time.perf_counter()
-            used = []
-            for i in range(count):  # one prompt per call: calls per image
+    for r in range(repeats):
+        spent = {w: [0.0, 0.0] for w in samplers}
+        for i in range(count):
+            for w, sampler in samplers.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
                 sampler(ids[i:i + 1], mask[i:i + 1], 1, seed=r, prompt_ids=[i])
-                used.append(sampler.last_model_calls)
-            seconds = min(seconds, (time.perf_counter() - start) / count)
-            calls += used
-        per_image = float(np.mean(calls))
-        if base is None:
-            base = (per_image, seconds)
-        print(f"[jacobi] window={window}: {per_image:.1f} model calls per image "
-              f"({n / per_image:.2f} tokens per call; {base[0] / per_image:.2f}x fewer), "
-              f"{seconds * 1e3:.0f} ms per image ({base[1] / seconds:.2f}x faster), "
-              f"temperature {temperature}, {count} captions ({load()})", flush=True)
+                spent[w][0] += time.perf_counter() - start
+                spent[w][1] += time.process_time() - start_cpu
+                calls[w].append(sampler.last_model_calls)
+        for w in samplers:
+            wall[w] = min(wall[w], spent[w][0] / count)
+            cpu[w] = min(cpu[w], spent[w][1] / count)
+    results = []
+    for w in samplers:
+        per_image = float(np.mean(calls[w]))
+        print(f"[jacobi] window={w}: {per_image:.1f} model calls per image ({n / per_image:.2f} "
+              f"tokens per call; {np.mean(calls[0]) / per_image:.2f}x fewer), "
+              f"{wall[w] * 1e3:.0f} ms per image ({wall[0] / wall[w]:.2f}x less), CPU "
+              f"{cpu[w] * 1e3:.0f} ms ({cpu[0] / cpu[w]:.2f}x less); temperature {temperature}, "
+              f"{count} captions x {repeats} rounds ({load()})", flush=True)
+        results.append(dict(window=w, calls=per_image, seconds=wall[w], cpu_seconds=cpu[w]))
+    return results
 
 
 def main():
@@ -317,7 +329,7 @@ def main():
     if "agreement" in phases:
         phase_agreement(args.model_dir, [m for m in modes if m != "float32"], args.captions)
     if "jacobi" in phases:
-        phase_jacobi(args.model_dir, [int(w) for w in args.jacobi.split(",")], args.captions,
+        out["jacobi"] = phase_jacobi(args.model_dir, [int(w) for w in args.jacobi.split(",")], args.captions,
                      args.temperature, args.repeats)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

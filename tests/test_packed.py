@@ -29,6 +29,13 @@ def _reference(layers, x):
     return np.concatenate([layer(x).numpy() for layer in layers], axis=-1)
 
 
+def _bf16_reference(layers, x):
+    """Products of the rows and weights rounded to bfloat16, summed exactly, plus the bias."""
+    round16 = lambda a: tf.cast(tf.cast(a, tf.bfloat16), tf.float64).numpy()  # noqa: E731
+    return np.concatenate([round16(x) @ round16(layer.kernel) + layer.bias.numpy()
+                           for layer in layers], axis=-1)
+
+
 def test_float32_packing_is_the_layers_side_by_side(layers):
     x = tf.random.stateless_normal([5, 40], [1, 2])
     lin = packed.pack(layers, "float32")
@@ -50,7 +57,7 @@ def test_int8_quantization_is_per_column_and_round_to_nearest():
 
 
 @pytest.mark.parametrize("mode", ["bfloat16", "int8"])
-@pytest.mark.parametrize("rows", [1, 5, 9])
+@pytest.mark.parametrize("rows", [1, 3, 5, 9])
 def test_fused_op_equals_tensorflow_on_the_same_weights(layers, mode, rows):
     if packed.native_library() is None:
         pytest.skip("native ops unavailable here")
@@ -62,12 +69,43 @@ def test_fused_op_equals_tensorflow_on_the_same_weights(layers, mode, rows):
     assert fused.kernel.shape == (2, 40, 16)  # 32 columns in panels of 16
     got = fused(x).numpy()
     assert got.shape == (rows, 32)
-    if mode == "int8":  # the same dequantized values, accumulated in float32 either way
+    # int8: the same dequantized values either way, accumulated in float32.
+    # bfloat16: both round the rows to bfloat16; TensorFlow's matmul also rounds its output.
+    if mode == "int8":
         np.testing.assert_allclose(got, plain(x).numpy(), atol=1e-4)
-    else:  # TensorFlow rounds the activations to bfloat16 too; the fused op does not
-        np.testing.assert_allclose(got, plain(x).numpy(), atol=0.1, rtol=0.02)
+    else:
+        np.testing.assert_allclose(got, plain(x).numpy(), atol=0.02, rtol=0.01)
+        np.testing.assert_allclose(got, _bf16_reference(layers, x), atol=1e-4)
     # Close to float32 (weight-only quantization error).
     np.testing.assert_allclose(got, _reference(layers, x), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("mode", ["bfloat16", "int8"])
+def test_fused_op_adds_the_bias_and_applies_the_gelu(mode):
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    layer = _dense(40, 24, 8, activation="gelu")  # Keras' exact (erf) gelu
+    x = 3.0 * tf.random.stateless_normal([4, 24], [8, 9])
+    fused = packed.pack([layer], mode, activation=layer.activation, native=True)
+    plain = packed.pack([layer], mode, activation=layer.activation)
+    graph = tf.function(fused).get_concrete_function(tf.TensorSpec([4, 24])).graph
+    assert [op.type for op in graph.get_operations()].count("ZooSmallMatmul") == 1
+    assert not {"AddV2", "Erf", "Erfc"} & {op.type for op in graph.get_operations()}
+    tolerance = dict(atol=1e-4) if mode == "int8" else dict(atol=0.02, rtol=0.01)
+    np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), **tolerance)
+
+
+def test_fused_bfloat16_handles_an_odd_inner_size_and_any_number_of_rows():
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    layer = _dense(20, 7, 5)  # K = 7: the pair layout pads a zero row
+    rows = tf.random.stateless_normal([12, 7], [6, 7])
+    fused = packed.pack([layer], "bfloat16", native=True)
+    assert fused.kernel.shape == (2, 8, 16)
+    np.testing.assert_allclose(fused(rows).numpy(), _bf16_reference([layer], rows), atol=1e-4)
+    # Each row's result does not depend on the others (no batch-size-dependent rounding).
+    for m in (1, 3, 7):
+        np.testing.assert_array_equal(fused(rows[:m]).numpy(), fused(rows).numpy()[:m])
 
 
 def test_fused_op_is_used_in_the_graph_and_reads_compact_weights(layers):
@@ -86,13 +124,13 @@ def test_native_is_not_used_under_xla_or_for_many_rows(layers):
     assert not bool(xla())
 
 
-def test_mixed_precision_layers_pack_to_bfloat16_in_auto_mode():
+def test_mixed_precision_layers_keep_bfloat16_weights_in_auto_mode():
     layer = _dense(8, 16, 2, dtype="mixed_bfloat16")
     lin = packed.pack([layer], "auto")
-    assert lin.compute_dtype == tf.bfloat16
+    assert lin.kernel.dtype == tf.bfloat16 and lin.compute_dtype == tf.float32
     x = tf.random.stateless_normal([3, 16], [4, 5])
-    np.testing.assert_allclose(tf.cast(lin(x), tf.float32).numpy(),
-                               tf.cast(layer(x), tf.float32).numpy(), atol=0.05)
+    np.testing.assert_allclose(lin(x).numpy(), tf.cast(layer(x), tf.float32).numpy(),
+                               atol=0.05)
 
 
 def test_unknown_mode_is_a_clear_error(layers):

@@ -124,15 +124,18 @@ def test_bad_settings_are_clear_errors(model, prompts):
 
 
 def test_mixed_precision_model_samples_with_the_cache(prompts):
-    # The KV cache takes the dtype the projections compute in (bfloat16 here); a float32 cache
-    # made the cached step fail ("BatchMatMulV2 ... float32 does not match bfloat16").
+    # Decode steps read the model's bfloat16 weights (auto) and compute in float32: the KV
+    # cache and the bfloat16 cross-attention keys/values of the text meet float32 queries (a
+    # dtype mismatch once made the cached step fail: "BatchMatMulV2 ... float32 does not
+    # match bfloat16").
     keras.utils.set_random_seed(2)
     m = MODELS.create("parti_micro", image_grid=(4, 4), image_vocab_size=24, decoder_layers=2,
                       dropout=0.0, mixed_precision=True)
     m.build()
     decoder = m.decoder
     cache = decoder.init_cache(3)
-    assert cache[0][0].dtype == tf.bfloat16
+    assert cache[0][0].dtype == tf.float32
+    assert decoder.inference_weights().blocks[0].qkv.kernel.dtype == tf.bfloat16
     codes = Sampler(m, temperature=1.0, guidance_scale=1.2)(*prompts, seed=3).numpy()
     assert codes.shape == (3, 4, 4) and codes.min() >= 0 and codes.max() < 24
     # Teacher-forced: each cached step's logits equal the full pass's at that position (to
@@ -140,10 +143,10 @@ def test_mixed_precision_model_samples_with_the_cache(prompts):
     memory, memory_mask = m.encode_text(*prompts)
     flat = tf.constant(codes.reshape(3, 16))
     full = decoder(flat, memory, memory_mask).numpy()
-    kv = decoder.memory_kv(memory)
+    prepared = decoder.step_memory(memory, memory_mask)
     prev = tf.fill([3], decoder.bos_id)
     for t in range(16):
-        logits, cache = decoder.step(prev, tf.constant(t), cache, kv, memory_mask)
+        logits, cache = decoder.step(prev, tf.constant(t), cache, prepared)
         np.testing.assert_allclose(logits.numpy(), full[:, t], atol=0.1, rtol=0.05)
         prev = flat[:, t]
 
@@ -231,10 +234,10 @@ def test_weights_modes_sample_and_stay_close_to_float32(model, prompts, greedy, 
     flat = tf.constant(greedy[0].reshape(3, 36))
     full = decoder(flat, memory, memory_mask).numpy()
     w = decoder.inference_weights(weights, native=weights != "float32")
-    kv = decoder.memory_kv(memory, w.dtype)
+    prepared = decoder.step_memory(memory, memory_mask)
     cache = decoder.init_cache(3, w.dtype)
     logits, cache = decoder.step(tf.concat([tf.fill([3, 1], decoder.bos_id), flat[:, :35]], 1),
-                                 tf.constant(0), cache, kv, memory_mask, w)
+                                 tf.constant(0), cache, prepared, w)
     tolerance = 1e-4 if weights == "float32" else 0.15
     np.testing.assert_allclose(logits.numpy(), full, atol=tolerance, rtol=0.05)
 
@@ -249,17 +252,17 @@ def test_compact_weights_read_fewer_bytes(model):
 def test_several_positions_per_step_equal_single_steps(model, prompts, greedy):
     decoder = model.decoder
     memory, memory_mask = model.encode_text(*prompts)
-    kv = decoder.memory_kv(memory)
+    prepared = decoder.step_memory(memory, memory_mask)
     flat = tf.constant(greedy[0].reshape(3, 36))
     inputs = tf.concat([tf.fill([3, 1], decoder.bos_id), flat[:, :35]], 1)
     cache = decoder.init_cache(3)
     singles = []
     for t in range(12):
-        logits, cache = decoder.step(inputs[:, t], tf.constant(t), cache, kv, memory_mask)
+        logits, cache = decoder.step(inputs[:, t], tf.constant(t), cache, prepared)
         singles.append(logits.numpy())
     cache = decoder.init_cache(3)
-    window, cache = decoder.step(inputs[:, :5], tf.constant(0), cache, kv, memory_mask)
-    window2, _ = decoder.step(inputs[:, 5:12], tf.constant(5), cache, kv, memory_mask)
+    window, cache = decoder.step(inputs[:, :5], tf.constant(0), cache, prepared)
+    window2, _ = decoder.step(inputs[:, 5:12], tf.constant(5), cache, prepared)
     np.testing.assert_allclose(np.concatenate([window, window2], 1), np.stack(singles, 1),
                                atol=1e-4)
 

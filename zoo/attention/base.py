@@ -165,8 +165,9 @@ class AttentionKernel:
         h, w = check_grid(grid, k_cache.shape[2])
         table = self.key_table((h, w))
         if table is not None:
-            index, valid = (tf.gather(tf.constant(a), t) for a in table)
-            return gather_step(q, k_cache, v_cache, index, valid)
+            index, valid = table
+            return gather_step(q, k_cache, v_cache, tf.gather(tf.constant(index), t),
+                               bias=tf.gather(mask_bias(valid), t))
         row = tf.gather(tf.constant(self.mask((h, w))), t)  # [N]
         scores = tf.matmul(scale_queries(q), k_cache, transpose_b=True)
         return softmax_attention(scores, v_cache, row[None, None, None, :])
@@ -198,13 +199,17 @@ class AttentionKernel:
         mask = self.mask((h, w))
         span = min(n, _lookback(mask) + length)  # keys [t - lookback, t + L) cover the window
         t = tf.cast(t, tf.int32)
-        start = tf.clip_by_value(t + length - span, 0, n - span)
-        keys = tf.slice(k_cache, [0, 0, start, 0], [-1, -1, span, -1])
-        values = tf.slice(v_cache, [0, 0, start, 0], [-1, -1, span, -1])
         rows = tf.gather(tf.constant(mask), t + tf.range(length))  # [L, N]
-        valid = tf.slice(rows, [0, start], [length, span])
+        if span == n:  # the whole cache
+            keys, values, valid = k_cache, v_cache, rows
+        else:
+            start = tf.clip_by_value(t + length - span, 0, n - span)
+            keys = tf.slice(k_cache, [0, 0, start, 0], [-1, -1, span, -1])
+            values = tf.slice(v_cache, [0, 0, start, 0], [-1, -1, span, -1])
+            valid = tf.slice(rows, [0, start], [length, span])
+        bias = tf.where(valid, 0.0, MASK_VALUE)  # [L, span]: cheaper than a select over heads
         scores = tf.matmul(scale_queries(q), keys, transpose_b=True)
-        return softmax_attention(scores, values, valid[None, None])
+        return softmax_attention(scores, values, bias=bias)
 
     def get_config(self) -> Dict[str, Any]:
         return {}
@@ -234,9 +239,12 @@ def _lookback(mask) -> int:
     return int(np.max(np.arange(mask.shape[0]) - earliest))
 
 
-def gather_step(q, k_cache, v_cache, index, valid):
-    """Attention of one query over the cache entries `index` [K] (int), `valid` [K] (bool)."""
+def gather_step(q, k_cache, v_cache, index, valid=None, bias=None):
+    """Attention of one query over the cache entries `index` [K] (int), those seen given by
+    `valid` [K] (bool) or an additive `bias` [K] (0 seen, MASK_VALUE not; cheaper)."""
     keys = tf.gather(k_cache, index, axis=2)  # [B, H, K, d]
     values = tf.gather(v_cache, index, axis=2)
     scores = tf.matmul(scale_queries(q), keys, transpose_b=True)
+    if bias is not None:
+        return softmax_attention(scores, values, bias=bias)
     return softmax_attention(scores, values, valid[None, None, None, :])

@@ -10,26 +10,28 @@ model's Keras `Dense` layers:
   [width, 3 * width] (one matmul instead of three);
 - the weights are stored in the precision chosen by `WEIGHT_MODES`:
 
-  `auto`      the model's own compute dtype (float32; bfloat16 for a mixed-precision model),
-              computed as its Keras layers compute it;
-  `float32`   float32 weights and activations;
-  `bfloat16`  bfloat16 weights (half the bytes), computed as under mixed precision
-              (bfloat16 projections, float32 LayerNorms, softmax, residual stream and logits);
+  `auto`      the model's own compute dtype (float32; bfloat16 for a mixed-precision model);
+  `float32`   float32 weights;
+  `bfloat16`  bfloat16 weights (half the bytes);
   `int8`      int8 weights with one float32 scale per output column (a quarter of the bytes;
-              symmetric, round to nearest), float32 activations.
+              symmetric, round to nearest): weight-only quantization.
 
-bfloat16 and int8 weights go through the fused native op `zoo_small_matmul` (reads the
-compact weights directly, float32 accumulation) where native ops run; elsewhere (XLA, a
-SavedModel, DTensor, no compiler) `bfloat16` uses TensorFlow's bfloat16 matmul and `int8`
-multiplies by the dequantized float32 weights (the same values, dequantized once per call:
-no bandwidth saved there).
+Activations stay float32 in every mode (products accumulate in float32; LayerNorms, GELU,
+attention, the KV cache and the logits are float32): the step's elementwise work is small,
+and bfloat16 elementwise ops are slower on CPU (GELU 3x, measured). bfloat16 and int8 weights
+go through the fused native op `zoo_small_matmul` (reads the compact weights directly) where
+native ops run; elsewhere (XLA, a SavedModel, DTensor, no compiler) `bfloat16` uses
+TensorFlow's bfloat16 matmul (its inputs rounded to bfloat16) and `int8` multiplies by the
+dequantized float32 weights (the same values, dequantized once per call: no bandwidth saved
+there).
 
     weights = decoder.inference_weights("bfloat16")   # inside the tf.function, once
-    logits, cache = decoder.step(prev, t, cache, memory_kv, memory_mask, weights)
+    logits, cache = decoder.step(prev, t, cache, decoder.step_memory(memory, mask), weights)
 """
 
 from typing import NamedTuple, Optional, Sequence
 
+import keras
 import tensorflow as tf
 
 from zoo.errors import ZooError
@@ -64,8 +66,9 @@ class Linear(NamedTuple):
     kernel: [K, N] (float32, bfloat16 or int8), or for the fused op (`panels` True) the same
         weights in panels of 16 output columns, [ceil(N / 16), K, 16] (each panel contiguous,
         N padded with zero columns).
+    bias: [N] in compute_dtype (float32 padded like the panels for the fused op), or None.
     scale: float32 [N] (padded like the panels) for int8 weights, else None.
-    compute_dtype: the dtype y comes out in (and x is cast to for a TensorFlow matmul).
+    compute_dtype: the dtype y comes out in (float32 for the sampler's weights).
     units: N.
     """
 
@@ -80,24 +83,29 @@ class Linear(NamedTuple):
     def __call__(self, x):
         """x [..., K] -> [..., N] (decode steps pass [rows, K]: no reshapes)."""
         flat = x if x.shape.rank == 2 else tf.reshape(x, [-1, x.shape[-1]])
-        y = self._matmul(flat)
-        if self.bias is not None:
-            y = y + self.bias
-        if self.activation is not None:
-            y = self.activation(y)
+        y = self._fused(flat) if self.panels else self._tensorflow(flat)
         if x.shape.rank == 2:
             return y
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
 
-    def _matmul(self, x):
-        if self.panels:
-            scale = self.scale if self.scale is not None else tf.zeros([0], tf.float32)
-            y = native_library().zoo_small_matmul(tf.cast(x, tf.float32), self.kernel, scale)
-            if y.shape[-1] != self.units:
-                y = y[:, :self.units]
-            return tf.cast(y, self.compute_dtype)
-        y = tf.matmul(tf.cast(x, self.kernel.dtype), self.kernel)
-        return tf.cast(y, self.compute_dtype)
+    def _tensorflow(self, x):
+        y = tf.cast(tf.matmul(tf.cast(x, self.kernel.dtype), self.kernel), self.compute_dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y if self.activation is None else self.activation(y)
+
+    def _fused(self, x):
+        """The native op: the product, the bias and a GELU in one op."""
+        empty = tf.zeros([0], tf.float32)
+        fused = self.activation is None or self.activation is keras.activations.gelu
+        y = native_library().zoo_small_matmul(
+            tf.cast(x, tf.float32), self.kernel, empty if self.scale is None else self.scale,
+            empty if self.bias is None else self.bias,
+            activation="gelu" if self.activation is not None and fused else "none")
+        if self.kernel.shape[0] * 16 != self.units:
+            y = y[:, :self.units]
+        y = tf.cast(y, self.compute_dtype)
+        return y if fused else self.activation(y)
 
 
 def native_library():
@@ -117,19 +125,27 @@ def use_native(rows=None, *tensors) -> bool:
 
 
 def _panels(kernel):
-    """[K, N] -> [ceil(N / 16), K, 16], N padded with zero columns."""
+    """[K, N] -> the fused op's panels of 16 columns (N padded with zero columns): int8
+    [ceil(N / 16), K, 16]; bfloat16 [ceil(N / 16), K + K % 2, 16] with each pair of rows
+    interleaved (for the pair dot product; K padded with a zero row)."""
     k, n = kernel.shape
     pad = -n % 16
-    if pad:
-        kernel = tf.pad(kernel, [[0, 0], [0, pad]])
-    return tf.transpose(tf.reshape(kernel, [k, (n + pad) // 16, 16]), [1, 0, 2])
+    if kernel.dtype == tf.int8:
+        if pad:
+            kernel = tf.pad(kernel, [[0, 0], [0, pad]])
+        return tf.transpose(tf.reshape(kernel, [k, (n + pad) // 16, 16]), [1, 0, 2])
+    kernel = tf.pad(kernel, [[0, k % 2], [0, pad]])
+    pairs, panels = (k + k % 2) // 2, (n + pad) // 16
+    kernel = tf.transpose(tf.reshape(kernel, [pairs, 2, panels, 16]), [2, 0, 3, 1])
+    return tf.reshape(kernel, [panels, 2 * pairs, 16])
 
 
-def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=None) -> Linear:
+def pack(layers: Sequence, mode: str, activation=None, native=False,
+         dtype=tf.float32) -> Linear:
     """One `Linear` computing the Keras Dense `layers` side by side (outputs concatenated).
 
     native: lay bfloat16 / int8 weights out for the fused op (see `use_native`).
-    dtype: the output dtype (default: the mode's compute dtype).
+    dtype: the dtype of the outputs (and of the bias and activation).
     """
     check_mode(mode)
     first = layers[0]
@@ -139,7 +155,7 @@ def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=None)
         weight_dtype = tf.float32
     else:
         weight_dtype = tf.as_dtype(mode)
-    dtype = tf.as_dtype(dtype or weight_dtype)
+    dtype = tf.as_dtype(dtype)
     kernels = [tf.convert_to_tensor(layer.kernel) for layer in layers]
     kernel = tf.concat(kernels, 1) if len(kernels) > 1 else kernels[0]
     units = int(kernel.shape[1])
@@ -155,10 +171,13 @@ def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=None)
     else:
         kernel = tf.cast(kernel, weight_dtype)
     panels = bool(native) and kernel.dtype in (tf.bfloat16, tf.int8)
-    if panels:
+    if panels:  # the op's layout; its float32 bias and scale padded like its columns
         kernel = _panels(kernel)
-        if scale is not None and -units % 16:
-            scale = tf.pad(scale, [[0, -units % 16]], constant_values=1.0)
+        pad = [[0, -units % 16]]
+        if scale is not None:
+            scale = tf.pad(scale, pad, constant_values=1.0)
+        if bias is not None:
+            bias = tf.pad(tf.cast(bias, tf.float32), pad)
     return Linear(kernel, bias, scale, dtype, units, panels, activation)
 
 

@@ -32,7 +32,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.attention import native
-from zoo.attention.base import AttentionKernel, softmax_attention
+from zoo.attention.base import MASK_VALUE, AttentionKernel, softmax_attention
 from zoo.errors import ZooError
 from zoo.layers import packed
 
@@ -210,15 +210,11 @@ class DenseAttention(MultiHeadProjection):
 
     def attend(self, x, k, v, mask=None):
         """x [B, N, width]; k, v [B, heads, L, d]; mask [B, L] (1 = real key)."""
-        return self.output_proj(self.merge(self.attend_heads(self.split(self.query(x)), k, v,
-                                                             mask)))
-
-    def attend_heads(self, q, k, v, mask=None):
-        """Projected query heads q [B, heads, N, d] over k, v -> [B, heads, N, d]."""
+        q = self.split(self.query(x))
         scale = 1.0 / math.sqrt(self.head_dim)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * ops.cast(scale, q.dtype)
         valid = None if mask is None else ops.cast(mask, "bool")[:, None, None, :]
-        return softmax_attention(scores, v, valid)
+        return self.output_proj(self.merge(softmax_attention(scores, v, valid)))
 
     def memory_kv(self, memory):
         """Keys and values of `memory` [B, L, memory_width] -> ([B, H, L, d], [B, H, L, d])."""
@@ -373,10 +369,10 @@ class DecoderBlock(keras.layers.Layer):
     def memory_kv(self, memory):
         return self.cross_attention.memory_kv(memory)
 
-    def init_cache(self, batch_size, tokens, dtype=None):
-        """Zero (key, value) caches [B, heads, tokens, head_dim] in the dtype the block's
-        projections compute in (bfloat16 under mixed precision) unless `dtype` is given."""
-        dtype = tf.as_dtype(dtype or self.self_attention.compute_dtype)
+    def init_cache(self, batch_size, tokens, dtype=tf.float32):
+        """Zero (key, value) caches [B, heads, tokens, head_dim] in `dtype` (decode steps
+        compute in float32 whatever the model's precision: `zoo.layers.packed`)."""
+        dtype = tf.as_dtype(dtype)
         shape = [batch_size, self.heads, tokens, self.width // self.heads]
         return new_cache(shape, dtype), new_cache(shape, dtype)
 
@@ -391,20 +387,35 @@ class DecoderBlock(keras.layers.Layer):
             norms=tuple(norm_params(n) for n in (self.self_attention_norm,
                                                  self.cross_attention_norm, self.mlp_norm)))
 
-    def step(self, x, t, cache, memory_kv, memory_mask, grid, weights=None):
+    def step_memory(self, memory, memory_mask):
+        """The text memory prepared once per sampling call for `step`: (keys [B, H, d, L]
+        transposed and scaled by 1 / sqrt(d), values [B, H, L, d], mask bias [B, 1, 1, L]:
+        0 for a real token, MASK_VALUE for padding), all float32."""
+        k, v = self.memory_kv(memory)
+        scale = 1.0 / math.sqrt(self.width // self.heads)
+        keys = tf.transpose(tf.cast(k, tf.float32), [0, 1, 3, 2]) * scale
+        bias = tf.where(tf.cast(memory_mask, tf.bool), 0.0, MASK_VALUE)[:, None, None, :]
+        return keys, tf.cast(v, tf.float32), bias
+
+    def step(self, x, t, cache, memory, grid, weights=None):
         """Positions t .. t + L - 1 given their inputs x [B, L, width] and the cache of the
-        earlier ones -> (outputs [B, L, width], new cache). `weights`: from
-        `inference_weights` (packed once per call; None packs the model's own here)."""
+        earlier ones -> (outputs [B, L, width], new cache). memory: from `step_memory`.
+        `weights`: from `inference_weights` (packed once per call; None packs the model's
+        own here)."""
         w = weights or self.inference_weights()
-        attn, cross = self.self_attention, self.cross_attention
+        attn = self.self_attention
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         length, width = x.shape[1], self.width
         heads, head_dim = attn.heads, attn.head_dim
 
         def split(y):  # [B * L, width] -> [B, heads, L, head_dim]
+            if length == 1:  # no transpose needed
+                return tf.reshape(y, [b, heads, 1, head_dim])
             return tf.transpose(tf.reshape(y, [b, length, heads, head_dim]), [0, 2, 1, 3])
 
         def merge(y):  # [B, heads, L, head_dim] -> [B * L, width]
+            if length == 1:
+                return tf.reshape(y, [-1, width])
             return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [-1, width])
 
         rows = tf.reshape(x, [-1, width])
@@ -412,8 +423,9 @@ class DecoderBlock(keras.layers.Layer):
         out, cache = attn.step(split(q), split(k), split(v), t, cache, grid)
         rows = _residual(rows, w.out(merge(out)))
         q = split(w.cross_query(layer_norm(rows, w.norms[1])))
-        rows = _residual(rows, w.cross_out(merge(cross.attend_heads(q, *memory_kv,
-                                                                    memory_mask))))
+        keys, values, bias = memory
+        probs = tf.nn.softmax(tf.matmul(q, keys) + bias)
+        rows = _residual(rows, w.cross_out(merge(tf.matmul(probs, values))))
         rows = _residual(rows, w.wo(w.wi(layer_norm(rows, w.norms[2]))))
         return tf.reshape(rows, [b, length, width]), cache
 

@@ -168,13 +168,14 @@ class ImageDecoder(keras.layers.Layer):
         x = self.token_embedding(tokens) + self.positions(index)
         return ops.cast(x, "float32")
 
-    def memory_kv(self, memory, dtype=None):
-        """Cross-attention keys/values of every layer (computed once per prompt), cast to
-        `dtype` when given (the dtype decode steps compute in)."""
-        kv = [block.memory_kv(memory) for block in self.blocks]
-        if dtype is None:
-            return kv
-        return [tuple(ops.cast(x, dtype) for x in pair) for pair in kv]
+    def memory_kv(self, memory):
+        """Cross-attention keys/values of every layer (computed once per prompt)."""
+        return [block.memory_kv(memory) for block in self.blocks]
+
+    def step_memory(self, memory, memory_mask):
+        """The text memory prepared for `step`, once per sampling call (every layer's
+        cross-attention keys and values, and the mask)."""
+        return [block.step_memory(memory, memory_mask) for block in self.blocks]
 
     def call(self, codes, memory, memory_mask, training=False):
         """codes [B, N] (teacher forcing) -> logits [B, N, image_vocab] (float32).
@@ -198,9 +199,9 @@ class ImageDecoder(keras.layers.Layer):
                       training=training)
         return self.logits(self.final_norm(x))
 
-    def init_cache(self, batch_size, dtype=None):
-        """Zero KV caches of every layer for `batch_size` rows, in `dtype` (default: the dtype
-        the projections compute in; decode steps want `weights.dtype`)."""
+    def init_cache(self, batch_size, dtype=tf.float32):
+        """Zero KV caches of every layer for `batch_size` rows, in `dtype` (decode steps
+        compute in float32: `weights.dtype`)."""
         return [block.init_cache(batch_size, self.num_tokens, dtype) for block in self.blocks]
 
     def inference_weights(self, mode="auto", native=False):
@@ -208,18 +209,18 @@ class ImageDecoder(keras.layers.Layer):
         tf.function, outside the loop): `zoo.layers.packed` (mode: auto, float32, bfloat16,
         int8; native: lay compact weights out for the fused op, see `packed.use_native`)."""
         blocks = tuple(block.inference_weights(mode, native) for block in self.blocks)
-        logits = packed.pack([self.logits], mode, native=native, dtype=tf.float32)
+        logits = packed.pack([self.logits], mode, native=native)
         return DecoderWeights(blocks, logits, norm_params(self.final_norm))
 
-    def step(self, prev_tokens, t, cache, memory_kv, memory_mask, weights=None):
+    def step(self, prev_tokens, t, cache, memory, weights=None):
         """Decoding steps with the KV cache: the tokens at positions t - 1 .. t + L - 2 (BOS
         before position 0) -> logits of positions t .. t + L - 1, and the new cache.
 
         prev_tokens: int [B] (one position: logits [B, V]) or [B, L] (logits [B, L, V];
             t + L <= num_tokens). t: scalar int tensor. cache: from `init_cache` (updated in
-            place: pass the returned cache on). memory_kv: from `memory_kv(memory,
-            weights.dtype)`. weights: from `inference_weights` (None: the model's own,
-            packed here).
+            place: pass the returned cache on). memory: from `step_memory(memory,
+            memory_mask)`. weights: from `inference_weights` (None: the model's own, packed
+            here).
         """
         weights = weights or self.inference_weights()
         single = len(prev_tokens.shape) == 1
@@ -230,8 +231,8 @@ class ImageDecoder(keras.layers.Layer):
                             (1, length))
         x = self._embed(tokens, index)
         new_cache = []
-        for block, c, kv, w in zip(self.blocks, cache, memory_kv, weights.blocks):
-            x, c = block.step(x, t, c, kv, memory_mask, self.image_grid, w)
+        for block, c, mem, w in zip(self.blocks, cache, memory, weights.blocks):
+            x, c = block.step(x, t, c, mem, self.image_grid, w)
             new_cache.append(c)
         rows = tf.reshape(x, [-1, self.width])
         logits = weights.logits(layer_norm(rows, weights.final_norm))

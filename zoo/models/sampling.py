@@ -24,7 +24,6 @@ Defaults (the paper gives no temperature / top-k / top-p): temperature 1.0, no t
 no top-p, guidance 1.2.
 """
 
-import contextlib
 import copy
 import logging
 from typing import Optional
@@ -185,13 +184,17 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        fn = self._fns.get(int(num_samples))
+        executor = _executor(self.jit_compile, text_tokens)
+        # One function per executor: a function instantiated for one cannot run on the other.
+        key = (int(num_samples), executor)
+        fn = self._fns.get(key)
         if fn is None:
             fn = tf.function(lambda a, b, c: self._decode_counted(a, b, c, int(num_samples)),
                              jit_compile=self.jit_compile, reduce_retracing=True,
                              autograph=False)
-            self._fns[int(num_samples)] = fn
-        with _executor(self.jit_compile, text_tokens):
+            self._fns[key] = fn
+        from tensorflow.python.eager import context
+        with context.function_executor_type(executor):
             codes, calls = fn(text_tokens, text_mask, keys)
         if tf.executing_eagerly():
             self.last_model_calls = int(calls)
@@ -253,18 +256,19 @@ class Sampler:
         length = min(self.jacobi_window, n) or 1
         products = batch * length if isinstance(batch, int) else None
         weights = decoder.inference_weights(self.weights, packed.use_native(products, memory))
-        memory_kv = decoder.memory_kv(memory, weights.dtype)
+        prepared = decoder.step_memory(memory, memory_mask)
         cache = decoder.init_cache(batch, weights.dtype)
 
         def step(prev, t, cache):
             inputs = tf.concat([prev, prev], 0) if self.guided else prev
-            logits, cache = decoder.step(inputs, t, cache, memory_kv, memory_mask, weights)
+            logits, cache = decoder.step(inputs, t, cache, prepared, weights)
             return self._guide(logits, rows), cache
 
         if self.jacobi_window:
             codes, calls = jacobi.decode(step, cache, keys, n, self.jacobi_window,
                                          decoder.image_vocab_size, decoder.bos_id,
-                                         self.temperature, self.top_k, self.top_p)
+                                         self.model.image_grid[1], self.temperature,
+                                         self.top_k, self.top_p)
             return tf.pad(codes, [[0, 0], [0, decoder.num_tokens - n]]), calls
 
         def body(t, prev, codes, cache):
@@ -297,18 +301,16 @@ class Sampler:
 
 
 def _executor(jit_compile, *tensors):
-    """The executor the decode loop runs on. Without XLA a decode step is a few hundred small
-    ops, and TensorFlow's default executor hands them between its inter-op threads (a few
-    microseconds each, far more on a busy machine); the single-threaded executor runs them in
-    order on the calling thread (measured: 3.9 -> 0.8 ms of overhead per step, 6 layers;
-    bench/RESULTS.md), while matmuls and native ops still use the intra-op threads. XLA and
-    DTensor keep the default."""
-    from tensorflow.python.eager import context
-
+    """The executor the decode loop runs on ('' is TensorFlow's default). Without XLA a decode
+    step is a few hundred small ops, and the default executor hands them between its inter-op
+    threads (a few microseconds each, far more on a busy machine); the single-threaded
+    executor runs them in order on the calling thread (measured: 3.9 -> 0.8 ms of overhead per
+    step, 6 layers; bench/RESULTS.md), while matmuls and native ops still use the intra-op
+    threads. XLA and DTensor keep the default."""
     from zoo.attention import native
     if jit_compile or native.on_dtensor(*tensors):
-        return contextlib.nullcontext()
-    return context.function_executor_type("SINGLE_THREADED_EXECUTOR")
+        return ""
+    return "SINGLE_THREADED_EXECUTOR"
 
 
 def _write_column(codes, token, t):
