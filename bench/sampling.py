@@ -25,13 +25,13 @@ Phases:
   uncached  the decoder re-run at every step over the prefix decoded so far (rounded up to
             whole grid rows: the sparse kernels take whole rows), with no cache: timed per
             prefix of r rows at --uncached_rows and integrated over the N steps.
-  batched   images/s for 1, 8 and 32 prompts per call (--prompts), default weights.
+  batched   images/s for 1, 8 and 32 prompts per call (--prompts), per --weights mode.
   matmul    the decoder's weights through the fused compact-weight op (bfloat16, int8) and
             oneDNN (float32, bfloat16) by rows per product: where the fused op stops paying.
   agreement (--model_dir) greedy codes of each weights mode against float32 on the shapes
             captions (fraction of tokens and of images equal).
   jacobi    (--model_dir) model calls and seconds per image, ordinary vs Jacobi decoding
-            (--jacobi windows), same prompts and seeds.
+            (--jacobi windows), same prompts and seeds, per --xla mode.
 The machine is shared: the load average is printed with every figure; compare ratios within
 one run.
 """
@@ -179,16 +179,18 @@ def phase_uncached(model, sample_rows):
     return total
 
 
-def phase_batched(model, counts, repeats, mode="auto"):
+def phase_batched(model, counts, repeats, modes):
     from zoo.models.sampling import Sampler
     results = []
-    for count in counts:
-        tokens, mask = prompts(model, count)
-        sampler = Sampler(model, temperature=1.0, weights=mode)
-        seconds = time_sampler(sampler, tokens, mask, repeats)
-        print(f"[batched] {count} prompts per call: {seconds:.2f} s, {count / seconds:.2f} "
-              f"images/s ({load()})", flush=True)
-        results.append(dict(prompts=count, seconds=seconds, images_per_s=count / seconds))
+    for mode in modes:
+        for count in counts:
+            tokens, mask = prompts(model, count)
+            sampler = Sampler(model, temperature=1.0, weights=mode)
+            seconds = time_sampler(sampler, tokens, mask, repeats)
+            print(f"[batched] weights={mode}, {count} prompts per call: {seconds:.2f} s, "
+                  f"{count / seconds:.2f} images/s ({load()})", flush=True)
+            results.append(dict(weights=mode, prompts=count, seconds=seconds,
+                                images_per_s=count / seconds))
     return results
 
 
@@ -245,15 +247,15 @@ def phase_agreement(model_dir, modes, count):
               f"{tokens:.1%} of tokens, {images:.1%} of images identical", flush=True)
 
 
-def phase_jacobi(model_dir, windows, count, temperature, repeats):
+def phase_jacobi(model_dir, windows, count, temperature, repeats, xla=False):
     """Per image (one prompt per call): model calls, and the best over `repeats` rounds of the
     mean wall and CPU seconds per image; the samplers take turns within each round, so a
     change in the machine's load hits them alike."""
     from zoo.models.sampling import Sampler
     pipe, ids, mask = shapes_prompts(model_dir, count)
     n = pipe.model.decoder.num_tokens
-    samplers = {w: Sampler(pipe.model, temperature=temperature, jacobi_window=w)
-                for w in [0] + windows}
+    samplers = {w: Sampler(pipe.model, temperature=temperature, jacobi_window=w,
+                           jit_compile=xla) for w in [0] + windows}
     calls = {w: [] for w in samplers}
     wall = {w: float("inf") for w in samplers}
     cpu = {w: float("inf") for w in samplers}
@@ -278,8 +280,9 @@ def phase_jacobi(model_dir, windows, count, temperature, repeats):
               f"tokens per call; {np.mean(calls[0]) / per_image:.2f}x fewer), "
               f"{wall[w] * 1e3:.0f} ms per image ({wall[0] / wall[w]:.2f}x less), CPU "
               f"{cpu[w] * 1e3:.0f} ms ({cpu[0] / cpu[w]:.2f}x less); temperature {temperature}, "
-              f"{count} captions x {repeats} rounds ({load()})", flush=True)
-        results.append(dict(window=w, calls=per_image, seconds=wall[w], cpu_seconds=cpu[w]))
+              f"xla={xla}, {count} captions x {repeats} rounds ({load()})", flush=True)
+        results.append(dict(window=w, xla=xla, calls=per_image, seconds=wall[w],
+                            cpu_seconds=cpu[w]))
     return results
 
 
@@ -323,14 +326,16 @@ def main():
                 model, [int(r) for r in args.uncached_rows.split(",")])
         if "batched" in phases:
             out["batched"] = phase_batched(model, [int(c) for c in args.prompts.split(",")],
-                                           args.repeats)
+                                           args.repeats, modes)
         if "matmul" in phases:
             phase_matmul(model, [int(r) for r in args.matmul_rows.split(",")])
     if "agreement" in phases:
         phase_agreement(args.model_dir, [m for m in modes if m != "float32"], args.captions)
     if "jacobi" in phases:
-        out["jacobi"] = phase_jacobi(args.model_dir, [int(w) for w in args.jacobi.split(",")], args.captions,
-                     args.temperature, args.repeats)
+        out["jacobi"] = []
+        for xla in xla_modes:
+            out["jacobi"] += phase_jacobi(args.model_dir, [int(w) for w in args.jacobi.split(",")],
+                                          args.captions, args.temperature, args.repeats, xla)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1)

@@ -95,6 +95,24 @@ def test_fused_op_adds_the_bias_and_applies_the_gelu(mode):
     np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), **tolerance)
 
 
+@pytest.mark.parametrize("mode", ["bfloat16", "int8"])
+def test_fused_op_applies_the_layer_norm_before_the_product(mode):
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    keras.utils.set_random_seed(10)
+    norm = keras.layers.LayerNormalization(epsilon=1e-6, gamma_initializer="random_normal",
+                                           beta_initializer="random_normal")
+    norm.build((None, 24))
+    layer = _dense(40, 24, 9)
+    x = 2.0 + 3.0 * tf.random.stateless_normal([5, 24], [10, 11])
+    fused = packed.pack([layer], mode, native=True, norm=norm)
+    plain = packed.pack([layer], mode, norm=norm)
+    graph = tf.function(fused).get_concrete_function(tf.TensorSpec([5, 24])).graph
+    assert not {"Mean", "Rsqrt"} & {op.type for op in graph.get_operations()}
+    tolerance = dict(atol=1e-4) if mode == "int8" else dict(atol=0.02, rtol=0.01)
+    np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), **tolerance)
+
+
 def test_fused_bfloat16_handles_an_odd_inner_size_and_any_number_of_rows():
     if packed.native_library() is None:
         pytest.skip("native ops unavailable here")

@@ -29,9 +29,10 @@ h * w == tokens):
   the keys each query may see.
 - `step(q, k_cache, v_cache, t, grid)`: one new query at position `t` (scalar int tensor, the
   same for the whole batch) against the key/value cache [B, H, N, d] whose positions <= t are
-  filled; returns [B, H, 1, d]. The base class gathers the keys position t may see from a
-  static table derived from the mask (`key_table`; the whole cache with row t of the mask for
-  dense patterns), so kernels need not override it.
+  filled; returns [B, H, 1, d]. The base class attends to the keys position t may see through
+  a static table derived from the mask (`key_table`; the whole cache with row t of the mask
+  for dense patterns), in one fused native op where native ops run, so kernels need not
+  override it.
 - `window_step(q, k_cache, v_cache, t, grid)`: L queries at positions t .. t + L - 1
   (t + L <= N; parallel decoding) -> [B, H, L, d]. The base class slices the smallest run of
   cache positions that holds every key of the window (its length is static: L plus how far
@@ -166,6 +167,9 @@ class AttentionKernel:
         table = self.key_table((h, w))
         if table is not None:
             index, valid = table
+            op = _cached_attention_op(q, k_cache, v_cache)
+            if op is not None:
+                return op(q, k_cache, v_cache, index, valid, tf.cast(t, tf.int32))
             return gather_step(q, k_cache, v_cache, tf.gather(tf.constant(index), t),
                                bias=tf.gather(mask_bias(valid), t))
         row = tf.gather(tf.constant(self.mask((h, w))), t)  # [N]
@@ -196,6 +200,10 @@ class AttentionKernel:
         t + L - 1 (t + L <= N) -> [B, H, L, d]."""
         h, w = check_grid(grid, k_cache.shape[2])
         n, length = h * w, q.shape[2]
+        table = self.key_table((h, w))
+        op = _cached_attention_op(q, k_cache, v_cache) if table is not None else None
+        if op is not None:
+            return op(q, k_cache, v_cache, *table, tf.cast(t, tf.int32))
         mask = self.mask((h, w))
         span = min(n, _lookback(mask) + length)  # keys [t - lookback, t + L) cover the window
         t = tf.cast(t, tf.int32)
@@ -231,6 +239,20 @@ def _cached_mask(kernel, grid):
 
 
 _MASKS: Dict[Any, np.ndarray] = {}
+
+
+@tf.autograph.experimental.do_not_convert  # trace-time Python (builds, loads, checks)
+def _cached_attention_op(q, k_cache, v_cache):
+    """The fused decode-step attention (`native/cached_attention.cc`: one op instead of the
+    gathers, matmuls and masked softmax) when it applies here, else None: float32 inputs,
+    native ops usable (not under XLA, in a SavedModel or on DTensor), no GradientTape."""
+    from zoo.attention import native
+    if any(tf.as_dtype(x.dtype) != tf.float32 for x in (q, k_cache, v_cache)):
+        return None
+    if not native.usable_on(q, k_cache, v_cache) or native.gradient_tape_recording():
+        return None
+    library = native.load("cached_attention")
+    return None if library is None else library.zoo_cached_attention
 
 
 def _lookback(mask) -> int:

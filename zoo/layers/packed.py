@@ -29,7 +29,7 @@ there).
     logits, cache = decoder.step(prev, t, cache, decoder.step_memory(memory, mask), weights)
 """
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -79,6 +79,7 @@ class Linear(NamedTuple):
     units: int
     panels: bool = False
     activation: Optional[object] = None
+    norm: Optional[Tuple] = None  # (gamma, beta, epsilon) of a LayerNorm applied to x first
 
     def __call__(self, x):
         """x [..., K] -> [..., N] (decode steps pass [rows, K]: no reshapes)."""
@@ -89,23 +90,39 @@ class Linear(NamedTuple):
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
 
     def _tensorflow(self, x):
+        if self.norm is not None:
+            x = layer_norm(x, self.norm)
         y = tf.cast(tf.matmul(tf.cast(x, self.kernel.dtype), self.kernel), self.compute_dtype)
         if self.bias is not None:
             y = y + self.bias
         return y if self.activation is None else self.activation(y)
 
     def _fused(self, x):
-        """The native op: the product, the bias and a GELU in one op."""
+        """The native op: LayerNorm, the product, the bias and a GELU in one op."""
         empty = tf.zeros([0], tf.float32)
         fused = self.activation is None or self.activation is keras.activations.gelu
+        gamma, beta, epsilon = self.norm if self.norm is not None else (empty, empty, 1e-6)
         y = native_library().zoo_small_matmul(
             tf.cast(x, tf.float32), self.kernel, empty if self.scale is None else self.scale,
-            empty if self.bias is None else self.bias,
+            empty if self.bias is None else self.bias, gamma, beta, epsilon=epsilon,
             activation="gelu" if self.activation is not None and fused else "none")
         if self.kernel.shape[0] * 16 != self.units:
             y = y[:, :self.units]
         y = tf.cast(y, self.compute_dtype)
         return y if fused else self.activation(y)
+
+
+def layer_norm(x, norm):
+    """A Keras LayerNormalization over the last axis from its (gamma, beta, epsilon) read once
+    per call (`norm_params`) instead of at every decode step."""
+    gamma, beta, epsilon = norm
+    return keras.ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
+
+
+def norm_params(layer):
+    """(gamma, beta, epsilon) of a Keras LayerNormalization, float32."""
+    return (tf.cast(tf.convert_to_tensor(layer.gamma), tf.float32),
+            tf.cast(tf.convert_to_tensor(layer.beta), tf.float32), float(layer.epsilon))
 
 
 def native_library():
@@ -140,12 +157,13 @@ def _panels(kernel):
     return tf.reshape(kernel, [panels, 2 * pairs, 16])
 
 
-def pack(layers: Sequence, mode: str, activation=None, native=False,
-         dtype=tf.float32) -> Linear:
+def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=tf.float32,
+         norm=None) -> Linear:
     """One `Linear` computing the Keras Dense `layers` side by side (outputs concatenated).
 
     native: lay bfloat16 / int8 weights out for the fused op (see `use_native`).
     dtype: the dtype of the outputs (and of the bias and activation).
+    norm: a Keras LayerNormalization applied to the inputs first (fused into the op).
     """
     check_mode(mode)
     first = layers[0]
@@ -178,7 +196,8 @@ def pack(layers: Sequence, mode: str, activation=None, native=False,
             scale = tf.pad(scale, pad, constant_values=1.0)
         if bias is not None:
             bias = tf.pad(tf.cast(bias, tf.float32), pad)
-    return Linear(kernel, bias, scale, dtype, units, panels, activation)
+    norm = norm_params(norm) if norm is not None else None
+    return Linear(kernel, bias, scale, dtype, units, panels, activation, norm)
 
 
 def nbytes(linear: Linear) -> int:

@@ -24,7 +24,7 @@ the precision sampling reads them in).
 """
 
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -106,17 +106,6 @@ def write_cache(cache, new, t):
                                     i=offsets + tf.cast(t, tf.int32),
                                     v=tf.reshape(new, [-1, d]))
     return tf.reshape(flat, tf.shape(cache) if b is None or h is None else cache.shape)
-
-
-def layer_norm(x, norm):
-    """`norm(x)` for a Keras LayerNormalization `norm` over the last axis, from its (gamma,
-    beta) read once (`norm_params`) instead of at every decode step."""
-    gamma, beta, epsilon = norm
-    return ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
-
-
-def norm_params(layer):
-    return (tf.convert_to_tensor(layer.gamma), tf.convert_to_tensor(layer.beta), layer.epsilon)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -301,8 +290,8 @@ class EncoderBlock(keras.layers.Layer):
 
 
 class BlockWeights(NamedTuple):
-    """A decoder block's weights for decode steps: its projections (`packed.Linear`) and its
-    LayerNorms' (gamma, beta, epsilon), read once per sampling call."""
+    """A decoder block's projections for decode steps (`packed.Linear` each, read once per
+    sampling call; qkv, cross_query and wi apply the LayerNorm before them)."""
 
     qkv: packed.Linear
     out: packed.Linear
@@ -310,11 +299,6 @@ class BlockWeights(NamedTuple):
     cross_out: packed.Linear
     wi: packed.Linear
     wo: packed.Linear
-    norms: Tuple  # self-attention, cross-attention, MLP
-
-    @property
-    def linears(self):
-        return (self.qkv, self.out, self.cross_query, self.cross_out, self.wi, self.wo)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -381,11 +365,12 @@ class DecoderBlock(keras.layers.Layer):
         attn, cross, mlp = self.self_attention, self.cross_attention, self.mlp
         pack = lambda layers, **kw: packed.pack(layers, mode, native=native, **kw)  # noqa: E731
         return BlockWeights(
-            qkv=pack([attn.query, attn.key, attn.value]), out=pack([attn.output_proj]),
-            cross_query=pack([cross.query]), cross_out=pack([cross.output_proj]),
-            wi=pack([mlp.wi], activation=mlp.wi.activation), wo=pack([mlp.wo]),
-            norms=tuple(norm_params(n) for n in (self.self_attention_norm,
-                                                 self.cross_attention_norm, self.mlp_norm)))
+            qkv=pack([attn.query, attn.key, attn.value], norm=self.self_attention_norm),
+            out=pack([attn.output_proj]),
+            cross_query=pack([cross.query], norm=self.cross_attention_norm),
+            cross_out=pack([cross.output_proj]),
+            wi=pack([mlp.wi], activation=mlp.wi.activation, norm=self.mlp_norm),
+            wo=pack([mlp.wo]))
 
     def step_memory(self, memory, memory_mask):
         """The text memory prepared once per sampling call for `step`: (keys [B, H, d, L]
@@ -419,14 +404,14 @@ class DecoderBlock(keras.layers.Layer):
             return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [-1, width])
 
         rows = tf.reshape(x, [-1, width])
-        q, k, v = tf.split(w.qkv(layer_norm(rows, w.norms[0])), 3, axis=-1)
+        q, k, v = tf.split(w.qkv(rows), 3, axis=-1)
         out, cache = attn.step(split(q), split(k), split(v), t, cache, grid)
         rows = _residual(rows, w.out(merge(out)))
-        q = split(w.cross_query(layer_norm(rows, w.norms[1])))
+        q = split(w.cross_query(rows))
         keys, values, bias = memory
         probs = tf.nn.softmax(tf.matmul(q, keys) + bias)
         rows = _residual(rows, w.cross_out(merge(tf.matmul(probs, values))))
-        rows = _residual(rows, w.wo(w.wi(layer_norm(rows, w.norms[2]))))
+        rows = _residual(rows, w.wo(w.wi(rows)))
         return tf.reshape(rows, [b, length, width]), cache
 
     def get_config(self):

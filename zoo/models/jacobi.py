@@ -20,10 +20,13 @@ model calls for Lumina-mGPT and Anole at unchanged quality. No draft model and n
   final prefix, so each accepted or redrawn token has exactly the distribution ordinary
   sampling gives it (Leviathan et al. 2023, Chen et al. 2023).
 - Every position after the rejection gets a new draft sampled from this call's p_j (with
-  q_j = p_j for its next verification); the window then slides to the new frontier and the
-  positions entering it start random.
+  q_j = p_j for its next verification); the window then slides to the new frontier and
+  drafts the positions entering it.
 
-Each call fixes at least one token, so a grid of N tokens takes at most N calls. p is the
+Each call fixes at least one token, so a grid of N tokens takes at most N calls. A call
+computes all L positions (for both guidance rows), so it costs more than one ordinary step;
+on a CPU, where the window's arithmetic is not free, fewer calls buy less wall time than on
+a GPU (bench/RESULTS.md). p is the
 distribution ordinary sampling draws from: guided logits, divided by the temperature, top-k
 and top-p filtered. At temperature 0 p is the one-hot argmax, accepting a draft means it is the
 argmax, and the tokens are exactly greedy decoding's.
@@ -34,16 +37,13 @@ given batch, and their distribution is ordinary sampling's, but which tokens a s
 depends on the decoding order and on the other rows of the batch (unlike ordinary sampling,
 whose noise is per sample and position).
 
-Randomness: uniforms from the sampler's counter-based hash of (row key, call, purpose,
-position); categorical draws by the inverse CDF (one uniform per draw).
+Randomness: uniforms from the sampler's counter-based hash of (row key, model call, index),
+one hash per call; categorical draws by the inverse CDF (one uniform per draw).
 """
 
 import tensorflow as tf
 
 from zoo.errors import ZooError
-
-# Purposes of the uniforms drawn at each call (distinct hash counters).
-_ACCEPT, _RESIDUAL, _REDRAFT, _FRESH, _INIT = range(5)
 
 
 def check_window(window):
@@ -77,10 +77,10 @@ def categorical(probs, u):
     return tf.reshape(index, shape[:2])
 
 
-def _uniforms(keys, call, purpose, length):
+def _uniforms(keys, call, width):
+    """Uniforms [R, width] in (0, 1) for model call `call` (a hash counter of its own)."""
     from zoo.models.sampling import uniform_noise
-    counter = tf.cast(call, tf.int64) * 8 + purpose + (1 << 40)
-    u = uniform_noise(keys, counter, length)
+    u = uniform_noise(keys, tf.cast(call, tf.int64) + (1 << 40), width)
     return tf.minimum(u, 1.0 - 2.0 ** -24)  # strictly below 1 in float32
 
 
@@ -113,11 +113,15 @@ def decode(step, cache, keys, num_tokens, window, vocab, bos_id, row, temperatur
         inputs = tf.slice(padded, [0, start], [-1, length])
         logits, cache = step(inputs, start, cache)
         p = target_probs(logits, temperature, top_k, top_p)  # [R, L, V]
+        # This call's uniforms, one hash: acceptance, redrafts, fresh codes [R, L] each, and
+        # the residual draw [R, 1].
+        u = _uniforms(keys, call, 3 * length + 1)
+        u_accept, u_redraft, u_fresh = (u[:, i * length:(i + 1) * length] for i in range(3))
         drafts = tf.slice(codes, [0, start], [-1, length])
         verify = (start + j)[None, :] >= frontier[:, None]
         p_draft = tf.gather(p, drafts, batch_dims=2)
         q_draft = tf.gather(q, drafts, batch_dims=2)
-        reject = verify & (_uniforms(keys, call, _ACCEPT, length) * q_draft >= p_draft)
+        reject = verify & (u_accept * q_draft >= p_draft)
         rejected = tf.reduce_any(reject, axis=1)
         first = tf.where(rejected, tf.argmax(tf.cast(reject, tf.int32), axis=1,
                                              output_type=tf.int32), length)
@@ -126,9 +130,9 @@ def decode(step, cache, keys, num_tokens, window, vocab, bos_id, row, temperatur
         p_at = tf.gather(p, at, batch_dims=1)
         residual = tf.maximum(p_at - tf.gather(q, at, batch_dims=1), 0.0)
         residual = tf.where(tf.reduce_sum(residual, -1, keepdims=True) > 0, residual, p_at)
-        redrawn = categorical(residual[:, None], _uniforms(keys, call, _RESIDUAL, 1))[:, 0]
+        redrawn = categorical(residual[:, None], u[:, 3 * length:])[:, 0]
         # Positions after it: new drafts from this call's p.
-        redraft = categorical(p, _uniforms(keys, call, _REDRAFT, length))
+        redraft = categorical(p, u_redraft)
         before, after = j[None, :] < first[:, None], j[None, :] > first[:, None]
         new = tf.where(before, drafts, tf.where(after, redraft, redrawn[:, None]))
         q = tf.where(after[:, :, None], p, q)
@@ -144,7 +148,7 @@ def decode(step, cache, keys, num_tokens, window, vocab, bos_id, row, temperatur
         source = start + length + j - row
         known = ((source >= 0) & (source < start + length))[None, :]
         fresh = tf.where(known, tf.gather(codes, tf.clip_by_value(source, 0, n - 1), axis=1),
-                         _random_codes(keys, call, _FRESH, length, vocab))
+                         _random_codes(u_fresh, vocab))
         q_fresh = tf.where(known[:, :, None], tf.one_hot(fresh, vocab), 1.0 / vocab)
         # Window index m holds position start + shift + m: a kept draft (m + shift < L) or
         # entering one (fresh index m + shift - L).
@@ -155,7 +159,7 @@ def decode(step, cache, keys, num_tokens, window, vocab, bos_id, row, temperatur
         return call + 1, frontier, codes, q, cache
 
     codes = tf.zeros([rows, n], tf.int32)
-    codes = window_codes(codes, 0, _random_codes(keys, -1, _INIT, length, vocab))
+    codes = window_codes(codes, 0, _random_codes(_uniforms(keys, -1, length), vocab))
     q = tf.fill([rows, length, vocab], 1.0 / vocab)
     frontier = tf.zeros([rows], tf.int32)
     calls, _, codes, _, _ = tf.while_loop(
@@ -164,6 +168,6 @@ def decode(step, cache, keys, num_tokens, window, vocab, bos_id, row, temperatur
     return codes, calls
 
 
-def _random_codes(keys, call, purpose, length, vocab):
-    u = _uniforms(keys, call, purpose, length)
+def _random_codes(u, vocab):
+    """Uniformly random codes from uniforms u."""
     return tf.minimum(tf.cast(u * vocab, tf.int32), vocab - 1)

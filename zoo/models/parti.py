@@ -51,8 +51,7 @@ from keras import ops
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.errors import ZooError
 from zoo.layers import packed
-from zoo.layers.transformer import (BlockWeights, DecoderBlock, build_kernel, layer_norm,
-                                    norm_params, track_layers)
+from zoo.layers.transformer import BlockWeights, DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, MODELS, TEXT_ENCODERS
 
@@ -81,8 +80,7 @@ class DecoderWeights(NamedTuple):
     """The decoder's projections packed for decode steps (`ImageDecoder.inference_weights`)."""
 
     blocks: Tuple[BlockWeights, ...]
-    logits: packed.Linear
-    final_norm: Tuple
+    logits: packed.Linear  # with the final LayerNorm before it
 
     @property
     def dtype(self):
@@ -91,8 +89,8 @@ class DecoderWeights(NamedTuple):
 
     def nbytes(self) -> int:
         """Bytes of weights one decode step reads."""
-        return sum(packed.nbytes(linear) for block in self.blocks for linear in block.linears) \
-            + packed.nbytes(self.logits)
+        return sum(packed.nbytes(linear) for block in self.blocks for linear in block) + \
+            packed.nbytes(self.logits)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -209,8 +207,8 @@ class ImageDecoder(keras.layers.Layer):
         tf.function, outside the loop): `zoo.layers.packed` (mode: auto, float32, bfloat16,
         int8; native: lay compact weights out for the fused op, see `packed.use_native`)."""
         blocks = tuple(block.inference_weights(mode, native) for block in self.blocks)
-        logits = packed.pack([self.logits], mode, native=native)
-        return DecoderWeights(blocks, logits, norm_params(self.final_norm))
+        logits = packed.pack([self.logits], mode, native=native, norm=self.final_norm)
+        return DecoderWeights(blocks, logits)
 
     def step(self, prev_tokens, t, cache, memory, weights=None):
         """Decoding steps with the KV cache: the tokens at positions t - 1 .. t + L - 2 (BOS
@@ -235,7 +233,7 @@ class ImageDecoder(keras.layers.Layer):
             x, c = block.step(x, t, c, mem, self.image_grid, w)
             new_cache.append(c)
         rows = tf.reshape(x, [-1, self.width])
-        logits = weights.logits(layer_norm(rows, weights.final_norm))
+        logits = weights.logits(rows)
         if single:
             return logits, new_cache
         return tf.reshape(logits, [-1, length, self.image_vocab_size]), new_cache

@@ -1,6 +1,7 @@
 """Native (C++) TensorFlow ops, compiled on first use: the attention kernels' fused forward
-pass (`conv_shaped_attention.cc`) and the sampler's compact-weight matmul (`small_matmul.cc`,
-used by `zoo.layers.packed`).
+pass (`conv_shaped_attention.cc`), decode-step attention over the KV cache
+(`cached_attention.cc`, `zoo.attention.base`) and the sampler's compact-weight matmul
+(`small_matmul.cc`, `zoo.layers.packed`).
 
 `load("conv_shaped_attention")` returns the op library built from `conv_shaped_attention.cc`
 next to this file (a module with `zoo_conv_shaped_attention`), or None when native ops are

@@ -1,7 +1,8 @@
 // Matmul of a few float32 rows by compact (bfloat16 or int8) weights, on CPU
 // (zoo.layers.packed: the sampler's decode steps).
 //
-// ZooSmallMatmul(x, w, scale, bias) -> y   attr activation: "none" or "gelu"
+// ZooSmallMatmul(x, w, scale, bias, gamma, beta) -> y
+//   attrs: activation "none" or "gelu"; epsilon (LayerNorm)
 //   x:     float32 [M, K]  (a decode step's rows: M is small, a few to a few dozen)
 //   w:     the [K, N] weights in panels of 16 output columns (N padded with zero columns to
 //          16 P), panel p holding columns 16p .. 16p + 15:
@@ -12,7 +13,9 @@
 //   scale: float32 [16 P] for int8 weights (y[:, n] is multiplied by scale[n]), [0] for
 //          bfloat16
 //   bias:  float32 [16 P] added to every row, or [0]
-//   y:     float32 [M, 16 P] = activation(x @ (w * scale) + bias); gelu is the exact
+//   gamma, beta: float32 [K] or [0]: given, each row of x is first layer-normalised,
+//          (x - mean) / sqrt(variance + epsilon) * gamma + beta, as Keras' LayerNormalization
+//   y:     float32 [M, 16 P] = activation(norm(x) @ (w * scale) + bias); gelu is the exact
 //          0.5 x (1 + erf(x / sqrt(2))) (erf to 1.5e-7: Abramowitz & Stegun 7.1.26), as
 //          Keras' default gelu
 //
@@ -295,11 +298,31 @@ void Dispatch(OpKernelContext* context, const Problem& pr, int64_t weight_bytes)
   }
 }
 
+// out = (x - mean) / sqrt(variance + epsilon) * gamma + beta per row (two-pass moments).
+void LayerNorm(const float* x, const float* gamma, const float* beta, float epsilon,
+               int64_t M, int64_t K, float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * K;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < K; ++k) sum += row[k];
+    const float mean = sum / K;
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t k = 0; k < K; ++k) squares += (row[k] - mean) * (row[k] - mean);
+    const float inv = 1.0f / std::sqrt(squares / K + epsilon);
+    float* o = out + m * K;
+#pragma omp simd
+    for (int64_t k = 0; k < K; ++k) o[k] = (row[k] - mean) * inv * gamma[k] + beta[k];
+  }
+}
+
 class SmallMatmulOp : public OpKernel {
  public:
   explicit SmallMatmulOp(OpKernelConstruction* context) : OpKernel(context) {
     std::string activation;
     OP_REQUIRES_OK(context, context->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
     gelu_ = activation == "gelu";
   }
 
@@ -308,6 +331,8 @@ class SmallMatmulOp : public OpKernel {
     const Tensor& w = context->input(1);
     const Tensor& scale = context->input(2);
     const Tensor& bias = context->input(3);
+    const Tensor& gamma = context->input(4);
+    const Tensor& beta = context->input(5);
     const bool bf16 = w.dtype() == tensorflow::DT_BFLOAT16;
     OP_REQUIRES(context, x.dims() == 2 && w.dims() == 3 && w.dim_size(2) == kLanes,
                 tensorflow::errors::InvalidArgument(
@@ -339,6 +364,18 @@ class SmallMatmulOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({pr.M, pr.N}), &y));
     if (y->NumElements() == 0) return;
     pr.x = x.flat<float>().data();
+    std::vector<float> normed;
+    if (gamma.NumElements() > 0) {
+      OP_REQUIRES(context, gamma.dims() == 1 && gamma.dim_size(0) == pr.K &&
+                               beta.shape() == gamma.shape(),
+                  tensorflow::errors::InvalidArgument(
+                      "ZooSmallMatmul: gamma and beta must be [K] or empty, got ",
+                      gamma.shape().DebugString(), " and ", beta.shape().DebugString()));
+      normed.resize(pr.M * pr.K);
+      LayerNorm(pr.x, gamma.flat<float>().data(), beta.flat<float>().data(), epsilon_, pr.M,
+                pr.K, normed.data());
+      pr.x = normed.data();
+    }
     pr.w = w.tensor_data().data();
     pr.scale = scaled ? scale.flat<float>().data() : nullptr;
     pr.bias = biased ? bias.flat<float>().data() : nullptr;
@@ -363,6 +400,7 @@ class SmallMatmulOp : public OpKernel {
 
  private:
   bool gelu_ = false;
+  float epsilon_ = 1e-6f;
 };
 
 absl::Status ShapeFn(InferenceContext* c) {
@@ -384,16 +422,20 @@ REGISTER_OP("ZooSmallMatmul")
     .Input("w: T")
     .Input("scale: float")
     .Input("bias: float")
+    .Input("gamma: float")
+    .Input("beta: float")
     .Output("y: float")
     .Attr("T: {bfloat16, int8}")
     .Attr("activation: {'none', 'gelu'} = 'none'")
+    .Attr("epsilon: float = 1e-6")
     .SetShapeFn(zoo::ShapeFn)
     .Doc(R"doc(
 y = x @ (w * scale) for a few float32 rows x [M, K] and compact weights in panels of 16
 columns (int8 w [P, K, 16] with a float32 scale [16 P] per output column, or bfloat16 w
 [P, K + K % 2, 16] with pairs of rows interleaved and an empty scale; the rows are rounded
 to bfloat16 then), accumulated in float32, plus a bias [16 P] (or empty), then the
-activation (none, or the exact gelu); y is [M, 16 P].
+activation (none, or the exact gelu); y is [M, 16 P]. With gamma and beta ([K]; else
+empty) the rows are layer-normalised first.
 )doc");
 
 REGISTER_KERNEL_BUILDER(
