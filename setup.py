@@ -28,8 +28,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["zoo", "zoo.*"]),
-    # C++ sources of the native ops, compiled on first use (zoo.attention.native).
-    package_data={"zoo.attention.native": ["*.cc"]},
+    # C++ sources of the native ops, compiled on first use (zoo.attention.native); the
+    # PartiPrompts TSV with its licence (zoo.eval.prompts).
+    package_data={"zoo.attention.native": ["*.cc"], "zoo.eval": ["data/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "hypothesis==6.170.17", "scipy==1.17.1"],

@@ -65,7 +65,7 @@ def main(argv):
 
     task = load_task(run_dir, FLAGS.eval_step)
     size = task.image_size
-    data = DATASETS.create(task.dataset_name, **task.dataset_config)
+    data = DATASETS.create(task.dataset_name, **task.dataset_options)
     examples = [data.example(i, "validation", image_size=size)
                 for i in range(FLAGS.eval_images)]
     images = np.stack([e["image"] for e in examples]).astype(np.float32) / 255.0

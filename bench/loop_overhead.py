@@ -5,9 +5,9 @@
 The loop (zoo.train.loop.train) adds to the two step tf.functions: a host sync per step (the
 finite-check of every loss and gradient norm), the step counter, `after_step`, summaries every
 100 steps and the progress bar (off here). The bare loop runs the very same two tf.functions
-(`_make_step_functions`) back to back and syncs once at the end. Both on the same task: an MLP
-regression (tests/tiny_task.py) with batch 64. Times are wall seconds after one warm-up step;
-the machine is shared, so the load average is printed.
+(`zoo.train.steps.make_step_functions`) back to back and syncs once at the end. Both on the
+same task: an MLP regression (tests/tiny_task.py) with batch 64. Times are wall seconds after
+one warm-up step; the machine is shared, so the load average is printed.
 """
 
 import argparse
@@ -25,7 +25,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tiny_task  # noqa: E402
+from zoo.distribute.base import Distribution  # noqa: E402
 from zoo.train import loop  # noqa: E402
+from zoo.train import steps as steps_lib  # noqa: E402
 
 
 def bare(hidden, steps, batch):
@@ -33,8 +35,7 @@ def bare(hidden, steps, batch):
     task = tiny_task.TinyRegression(hidden=hidden, in_dim=64, dropout=0.0)
     task.build()
     groups = task.update_groups()
-    grad_step, apply_step = loop._make_step_functions(task, groups, loop._default_distribution(),
-                                                      False)
+    grad_step, apply_step = steps_lib.make_step_functions(task, groups, Distribution(), False)
     it = iter(task.dataset(batch, 0, 0))
     _, _, _, grads = grad_step(next(it))
     apply_step(grads)

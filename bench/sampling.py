@@ -228,9 +228,9 @@ def shapes_prompts(model_dir, count):
     """The run's held-out shapes captions (what `zoo-eval --prompts=shapes` samples),
     tokenized for it."""
     from zoo.models.sampling import TextToImage
-    from zoo.tools.eval import _load_prompt_set
+    from zoo.eval.runner import load_prompt_set
     pipe = TextToImage.from_model_dir(model_dir)
-    texts = [p.text for p in _load_prompt_set("shapes", count, model_dir)]
+    texts = [p.text for p in load_prompt_set("shapes", count, model_dir)]
     ids, mask = pipe.tokenize(texts)
     return pipe, ids, mask
 

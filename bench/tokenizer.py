@@ -66,19 +66,17 @@ def tokenizer_flops(cfg):
     """(encode, decode) FLOPs per image of a ViTVQGAN config."""
     p, s = cfg["patch_size"], cfg["image_size"]
     n = (s // p) ** 2
-    d, m = cfg["dim"], cfg["mlp_dim"]
+    d, m = cfg["width"], cfg["mlp_dim"]
     enc = 2 * n * p * p * 3 * d + stack_flops(n, cfg["blocks"], d, cfg["heads"], m,
                                               cfg["head_dim"]) \
         + 2 * n * (d * m + m * cfg["lookup_dim"]) + 2 * n * cfg["lookup_dim"] * \
         cfg["codebook_size"]
-    dd = cfg["decoder_dim"] or d
-    dm = cfg["decoder_mlp_dim"] or m
-    dh = cfg["decoder_heads"] or cfg["heads"]
-    dhd = cfg["decoder_head_dim"] if (cfg["decoder_dim"] or cfg["decoder_heads"]) else \
-        (cfg["decoder_head_dim"] or cfg["head_dim"])
+    from zoo.tokenizers.vit_vqgan import decoder_sizes
+    ds = decoder_sizes(cfg)
+    dd, dm = ds["width"], ds["mlp_dim"]
     out = p * p * (6 if cfg["logit_laplace"] else 3)
     dec = 2 * n * cfg["lookup_dim"] * dd + stack_flops(
-        n, cfg["decoder_blocks"] or cfg["blocks"], dd, dh, dm, dhd) + 2 * n * (dd * dm + dm * out)
+        n, ds["blocks"], dd, ds["heads"], dm, ds["head_dim"]) + 2 * n * (dd * dm + dm * out)
     return enc, dec
 
 

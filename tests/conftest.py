@@ -27,3 +27,17 @@ def gin_clean():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture(autouse=True)
+def _restore_zoo_logger():
+    """A tool run in-process (common.run) gives the `zoo` logger its own plain handler and
+    stops it propagating, which would hide its records from later tests' caplog: put the
+    logger back as it was after every test."""
+    import logging
+    log = logging.getLogger("zoo")
+    saved = (log.level, log.propagate, list(log.handlers))
+    yield
+    log.setLevel(saved[0])
+    log.propagate = saved[1]
+    log.handlers[:] = saved[2]

@@ -21,8 +21,8 @@ def megatron_rules():
 
     from zoo import config
     config.parse(["mesh/parti_megatron_rules.gin"], finalize=False)
-    from zoo.distribute.mesh import gin_mesh_layout
-    rules = gin_mesh_layout()[1]
+    from zoo.distribute.rules import gin_mesh_layout
+    rules = gin_mesh_layout().rules
     gin.clear_config()
     assert rules, "gin/mesh/parti_megatron_rules.gin bound no rules"
     return rules

@@ -85,3 +85,67 @@ def make_shapes_folder(root, n=64, image_size=96, seed=0, fmt="jpg"):
             save_image(os.path.join(root, name), ex["image"])
             f.write(json.dumps({"file_name": name, "text": ex["caption"]}) + "\n")
     return root
+
+
+# Real photographs that scikit-image ships in its wheel (skimage/data, public domain or CC0 /
+# CC-BY per its README), with a caption each. Read as files: skimage itself is not imported.
+PHOTOS = {
+    "astronaut.png": "an astronaut in a white space suit in front of a flag",
+    "camera.png": "a black and white photo of a man with a camera on a tripod",
+    "chelsea.png": "a ginger cat looking to the side",
+    "coffee.png": "a cup of coffee on a saucer with a spoon",
+    "coins.png": "old coins lying on a dark background",
+    "rocket.jpg": "a rocket on its launch pad under a blue sky",
+    "motorcycle_left.png": "a red motorcycle in a workshop",
+    "hubble_deep_field.jpg": "galaxies in the deep night sky",
+    "retina.jpg": "the orange retina of an eye with blood vessels",
+    "moon.png": "a grey close up of the surface of the moon",
+    "horse.png": "the black silhouette of a horse",
+    "brick.png": "a grey brick wall",
+    "grass.png": "green grass seen from above",
+    "gravel.png": "grey gravel stones",
+    "page.png": "a page of printed text",
+    "text.png": "handwritten text on a grey background",
+    "logo.png": "the scikit-image logo, a snake over a grid",
+    "ihc.png": "a stained tissue sample under a microscope",
+    "cell.png": "a cell under a microscope",
+    "color.png": "a chart of colour patches",
+}
+
+
+def skimage_data_dir():
+    import importlib.util
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    return path if os.path.isdir(path) else None
+
+
+def photo_folder(root, size=48, variants=2):
+    """An image-caption folder of real photos: each skimage photo (in its own mode: grey,
+    RGB, RGBA, palette) at `size` px on its short side, plus flipped copies (`variants` per
+    photo, each with its own caption). Returns the folder, or None without scikit-image."""
+    from PIL import Image, ImageOps
+    source = skimage_data_dir()
+    if source is None:
+        return None
+    os.makedirs(root, exist_ok=True)
+    rows = []
+    for name, caption in PHOTOS.items():
+        with Image.open(os.path.join(source, name)) as im:
+            im.load()
+            scale = size / min(im.size)
+            small = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+        for v in range(variants):
+            image = small if v == 0 else ImageOps.mirror(small.convert("RGB"))
+            stem = os.path.splitext(name)[0]
+            file_name = f"{stem}_{v}.png" if v else f"photos/{stem}.png"
+            os.makedirs(os.path.dirname(os.path.join(root, file_name)), exist_ok=True)
+            image.save(os.path.join(root, file_name))
+            text = caption if v == 0 else f"{caption}, mirrored"
+            rows.append({"file_name": file_name, "text": text})
+    with open(os.path.join(root, "metadata.jsonl"), "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return root

@@ -1,4 +1,5 @@
-"""Attention kernels: masks as DESIGN.md defines them, sparse == dense masked, KV-cache steps."""
+"""Attention kernels: masks as docs/architecture.md defines them, sparse == dense masked, KV-cache
+steps."""
 
 import logging
 import shutil
@@ -16,7 +17,7 @@ from zoo.registry import ATTENTION
 BUILTIN = ["dense", "row", "column", "conv_shaped"]
 
 
-# -- reference masks, written out from DESIGN.md independently of the kernels ------------------
+# -- reference masks, written out from docs/architecture.md independently of the kernels -------
 
 def reference_mask(name, h, w, k=11):
     n = h * w

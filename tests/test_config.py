@@ -91,3 +91,23 @@ def test_operative_config_written(gin_clean, tmp_path):
     REG.create("cfg_kernel_a")
     path = config.write_operative_config(str(tmp_path / "run"))
     assert "cfg_kernel_a.kernel_size = 9" in open(path).read()
+
+
+def test_includes_resolve_when_the_working_directory_on_sys_path_has_a_runs_folder(
+        gin_clean, tmp_path, monkeypatch):
+    # `python -m zoo.tools.train` puts the working directory on sys.path; a `runs/` folder
+    # there (where people keep model directories) is then an importable namespace package,
+    # which gin's package reader tried, and crashed on, for `include 'runs/...'`.
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config.parse(["runs/demo_parti.gin"], ["SPM_MODEL = 'x'", "TOKENIZER_DIR = 'y'"],
+                 finalize=False)
+    import gin
+    assert gin.query_parameter("TRAIN_STEPS/macro.value") > 0
+
+
+def test_a_renamed_argument_in_gin_names_its_new_name(gin_clean):
+    import zoo  # noqa: F401  (registers the built-in components)
+    with pytest.raises(UnknownNameError, match=r"renamed 'width': write vit_vqgan_micro.width"):
+        config.parse([], ["vit_vqgan_micro.dim = 16"], finalize=False)

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,16 +86,136 @@ def test_errors_name_what_is_wrong(tmp_path):
         ImageCaptionFolder(path=str(tmp_path))
 
 
-def test_decode_failures_after_the_scan_are_dropped_not_fatal(tmp_path):
-    save_image(str(tmp_path / "good.png"), np.full((10, 12, 3), 200, np.uint8))
-    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    (tmp_path / "metadata.jsonl").write_text(
-        json.dumps({"file_name": "junk.png", "text": "junk"}) + "\n"
-        + json.dumps({"file_name": "good.png", "text": "good"}) + "\n")
+def _corrupt_folder(root, n, corrupt):
+    """n PNGs (caption 'c<i>'), those in `corrupt` replaced by a PNG signature and zeros (they
+    pass a scan with verify='none' and fail to decode)."""
+    rows = []
+    root.mkdir(exist_ok=True)
+    for i in range(n):
+        if i in corrupt:
+            (root / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+        else:
+            save_image(str(root / f"{i}.png"), np.full((10, 12, 3), 5 * i, np.uint8))
+        rows.append({"file_name": f"{i}.png", "text": f"c{i}"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return ImageCaptionFolder(path=str(root), verify="none", holdout_percent=0)
+
+
+def test_images_failing_to_decode_are_skipped_counted_and_named(tmp_path, caplog):
+    ds = _corrupt_folder(tmp_path, 12, corrupt={3, 7})
+    assert ds.num_examples("train") == 12  # the scan was told not to look
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        batches = list(make_dataset(ds, image_size=8, batch_size=1, repeat=False,
+                                    shuffle=False))
+    assert [b["caption"].numpy()[0].decode() for b in batches] == [
+        f"c{i}" for i in range(12) if i not in (3, 7)]
+    lines = [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()]
+    assert lines[-1] == (f"image_caption_folder {tmp_path}: skipped 2 images that failed to "
+                         f"decode: 3.png, 7.png")
+
+
+def test_a_folder_where_nothing_decodes_fails_fast_naming_it(tmp_path):
+    ds = _corrupt_folder(tmp_path, 40, corrupt=set(range(40)))
+    with pytest.raises(tf.errors.OpError) as e:  # one pass: without the check it just ends
+        list(make_dataset(ds, image_size=8, batch_size=4, repeat=False))
+    from zoo.tools.common import zoo_error_in
+    message = zoo_error_in(e.value)
+    assert message.startswith(f"image_caption_folder {tmp_path}: no usable images: the first "
+                              f"32 examples all failed to decode ("), message
+
+
+def test_training_on_a_folder_where_nothing_decodes_stops_with_one_line(tmp_path):
+    """Repeating forever over images that all fail would hang training (what ignore_errors
+    did); it stops within seconds, as one line naming the folder."""
+    import time
+
+    from helpers_tools import run_tool
+    _corrupt_folder(tmp_path / "data", 40, corrupt=set(range(40)))
+    start = time.time()
+    r = run_tool("train", "--gin_file=runs/folder_tokenizer.gin",
+                 f"--gin_bindings=DATA_DIR = '{tmp_path / 'data'}'",
+                 "--gin_bindings=image_caption_folder.verify = 'none'",
+                 f"--model_dir={tmp_path / 'run'}", "--noprogress", timeout=180)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"zoo-train: error: image_caption_folder {tmp_path / 'data'}: no usable images: the "
+        f"first 32 examples all failed to decode ("), r.stderr[-2000:]
+    assert time.time() - start < 120
+
+
+def test_holdout_split_by_file_name_hash(tmp_path):
+    from zoo.data.folder import holdout_bucket
+    rows = []
+    for i in range(400):
+        name = f"d{i % 3}/img{i}.png"
+        save_image(str(tmp_path / name), np.full((4, 4, 3), i % 250, np.uint8))
+        rows.append({"file_name": name, "text": f"caption {i}"})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     ds = ImageCaptionFolder(path=str(tmp_path), verify="none")
-    assert ds.num_examples("train") == 2  # the scan was told not to look
-    batches = list(make_dataset(ds, image_size=8, batch_size=1, repeat=False, shuffle=False))
-    assert [b["caption"].numpy().tolist() for b in batches] == [[b"good"]]
+    assert ds.splits() == ("train", "test") and ds.heldout_split() == "test"
+    held = {r["file_name"] for r in ds.rows["test"]}
+    train = {r["file_name"] for r in ds.rows["train"]}
+    assert not held & train and len(held | train) == 400
+    assert 8 <= len(held) <= 32  # ~5% of 400
+    assert held == {f"d{i % 3}/img{i}.png" for i in range(400)
+                    if holdout_bucket(f"d{i % 3}/img{i}.png") < 5.0}
+    # Deterministic and independent of the order of the rows; another share moves files.
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows[::-1]))
+    again = ImageCaptionFolder(path=str(tmp_path), verify="none")
+    assert {r["file_name"] for r in again.rows["test"]} == held
+    assert set(again.captions("test")) == {r["caption"] for r in ds.rows["test"]}
+    ten = ImageCaptionFolder(path=str(tmp_path), verify="none", holdout_percent=10)
+    assert held < {r["file_name"] for r in ten.rows["test"]}
+    none = ImageCaptionFolder(path=str(tmp_path), verify="none", holdout_percent=0)
+    assert none.splits() == ("train",)
+    with pytest.raises(ZooError, match="no held-out split.*holdout_percent > 0"):
+        none.heldout_split()
+    with pytest.raises(ZooError, match="holdout_percent must be a number in"):
+        ImageCaptionFolder(path=str(tmp_path), holdout_percent=80)
+
+
+def test_the_folders_own_splits_win_over_the_hash(folder):
+    ds = ImageCaptionFolder(path=folder, holdout_percent=50)
+    assert ds.heldout_split() == "test" and ds.num_examples("test") == 1
+    assert ds.num_examples("train") == 6
+
+
+def test_images_of_any_mode_and_size_become_rgb(tmp_path):
+    from PIL import Image
+    y, x = np.mgrid[0:24, 0:36]
+    rgb = np.stack([x * 7, y * 10, (x + y) * 4], -1).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    images = {"grey.png": im.convert("L"), "rgba.png": im.convert("RGBA"),
+              "palette.png": im.convert("P"), "grey16.png": Image.fromarray(
+                  (rgb[..., 0].astype(np.uint16) * 257)), "small.png": im.resize((9, 6))}
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    (tmp_path / "metadata.jsonl").write_text("\n".join(
+        json.dumps({"file_name": n, "text": n}) for n in images))
+    ds = ImageCaptionFolder(path=str(tmp_path), holdout_percent=0)
+    batches = list(make_dataset(ds, image_size=12, batch_size=1, repeat=False, shuffle=False))
+    got = {b["caption"].numpy()[0].decode(): b["image"].numpy()[0] for b in batches}
+    assert set(got) == set(images)
+    for name, image in got.items():
+        assert image.shape == (12, 12, 3) and image.dtype == np.float32
+        source = images[name]
+        expected = (np.asarray(source, np.float32) / 257.0 if name == "grey16.png"
+                    else np.asarray(source.convert("RGB"), np.float32))
+        if expected.ndim == 2:
+            expected = np.repeat(expected[..., None], 3, axis=-1)
+        h, w = expected.shape[:2]
+        side = min(h, w)
+        square = expected[(h - side) // 2:(h - side) // 2 + side,
+                          (w - side) // 2:(w - side) // 2 + side]
+        reference = tf.image.resize(square, [12, 12], method="area" if side > 12 else
+                                    "bilinear").numpy() / 255.0
+        np.testing.assert_allclose(image, reference, atol=2.5 / 255, err_msg=name)
+
+
+def test_a_file_given_as_the_folder(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"not a folder")
+    with pytest.raises(ZooError, match=r"path '.*x\.jpg' is a file, not a folder"):
+        ImageCaptionFolder(path=str(tmp_path / "x.jpg"))
 
 
 def test_tfds_builder(folder, tmp_path):

@@ -121,6 +121,40 @@ def test_bad_arguments_are_clear():
     assert "\n" not in str(e.value)  # gin's "In call to configurable" lines are dropped
 
 
+def test_a_broken_preprocessing_step_stops_the_pipeline(monkeypatch):
+    """Only decoding may skip an example: a bug anywhere else is an error, not a lost example
+    (with the old ignore_errors every example failed silently and iteration never ended)."""
+    def broken(image, image_size, crop_random=False, seed_pair=None):
+        image = tf.cast(image, tf.float32)
+        tf.debugging.assert_less(tf.reduce_max(image), -1.0, message="broken preprocessing")
+        return image
+    monkeypatch.setattr(pipeline, "crop_pixels", broken)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="broken preprocessing"):
+        list(make_dataset("synthetic_shapes", image_size=16, batch_size=2, repeat=False,
+                          train_size=8))
+
+
+def test_a_broken_tokenizer_stops_the_pipeline(tmp_path):
+    def tokenizer(captions):
+        tf.debugging.assert_equal(tf.size(captions), -1, message="broken tokenizer")
+        return {}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="broken tokenizer"):
+        next(iter(make_dataset("synthetic_shapes", image_size=16, batch_size=2,
+                               tokenizer=tokenizer)))
+
+
+def test_a_broken_folder_reader_stops_the_pipeline(tmp_path):
+    """A file that vanishes after the scan is a read error (not a decode error): it stops."""
+    from zoo.data.folder import ImageCaptionFolder
+    for i in range(3):
+        save_image(str(tmp_path / f"{i}.png"), np.full((8, 8, 3), 60 * i, np.uint8))
+    (tmp_path / "metadata.csv").write_text("file_name,text\n0.png,a\n1.png,b\n2.png,c\n")
+    ds = ImageCaptionFolder(path=str(tmp_path), holdout_percent=0)
+    os.remove(tmp_path / "1.png")
+    with pytest.raises(tf.errors.NotFoundError, match="1.png"):
+        list(make_dataset(ds, image_size=8, batch_size=1, repeat=False, shuffle=False))
+
+
 def test_captions_iterator():
     got = list(captions("synthetic_shapes", split="validation", max_sentences=5))
     assert got == [shapes.caption(0, i, "validation") for i in range(5)]

@@ -1,9 +1,12 @@
-"""zoo-demo end to end (a few steps per stage), and a second run resumes instead of restarting."""
+"""zoo-demo end to end on the shapes data (a few steps per stage): every stage, the sampling
+settings it measures and uses, figures that are the checker's verdicts on the saved samples, and
+a second run resumes instead of restarting."""
 
 import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from helpers_tools import run_tool
@@ -14,14 +17,15 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
     r = run_tool("demo", "--quick", f"--model_dir={out}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    for i, title in enumerate(["text tokenizer", "image tokenizer", "reranker", "transformer",
-                               "samples + evaluation"], 1):
-        assert f"[{i}/5] {title}" in r.stdout, r.stdout
+    titles = ["text tokenizer", "image tokenizer", "reranker", "transformer", "sampling settings",
+              "samples + evaluation"]
+    for i, title in enumerate(titles, 1):
+        assert f"[{i}/6] {title}" in r.stdout, r.stdout
+    # Each training stage prints the zoo-train command that reruns it alone.
+    for stage in ("tokenizer", "contrastive", "parti"):
+        assert f"$ zoo-train --gin_file=runs/demo_{stage}.gin --model_dir={out / stage}" \
+            in r.stdout, r.stdout
     assert "zoo-demo: done" in r.stdout
-    # The eval stage's line: acceptance of all samples (and of the reranker's first picks
-    # when there are several samples per prompt; --quick draws one).
-    assert re.search(r"shapes checker acceptance [\d.]+% of all samples, "
-                     r"([\d.]+% of the reranked first picks, )?gallery ", r.stdout), r.stdout
     assert (out / "spm" / "spm.model").exists()
     # BPE keeps every caption word one piece (unigram on this little text splits words into
     # letters shared across words: "green" -> _ g re en).
@@ -34,21 +38,52 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     tok = json.loads((out / "tokenizer" / "run.json").read_text())["task_config"]
     assert tok["tokenizer_options"]["image_size"] == 48, tok
     assert tok["tokenizer_options"]["patch_size"] == 4, tok
-    for stage in ("tokenizer", "contrastive", "parti"):
+    for stage, task in (("tokenizer", "vit_vqgan"), ("contrastive", "contrastive"),
+                        ("parti", "parti")):
         run = json.loads((out / stage / "run.json").read_text())
-        assert run["task"] in ("vit_vqgan", "contrastive", "parti"), run
+        assert run["task"] == task and run["task_config"]["dataset"] == "synthetic_shapes"
         assert (out / stage / "operative_config.gin").exists()
-    assert (out / "eval" / "index.html").exists()
+
+    # The sampling stage measured its grid with the shapes checker and recorded the best;
+    # the eval stage sampled with exactly those settings.
+    recorded = json.loads((out / "parti" / "sampling.json").read_text())
+    assert recorded["chosen_by"] == "shapes checker acceptance"
+    assert [row["temperature"] for row in recorded["grid"]] == [1.0, 0.5]  # --quick's grid
+    best = max(recorded["grid"], key=lambda row: row["score"])["score"]
+    chosen = [row for row in recorded["grid"]
+              if row["temperature"] == recorded["settings"]["temperature"]]
+    assert chosen[0]["score"] == best
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert results["temperature"] == 0.5  # the demo's measured sampling temperature
-    assert (out / "eval" / "grid.png").exists()
+    # The evaluation's prompts are held-out captions (caption meanings never trained on, the
+    # test split of the run's data); the grid was measured on other held-out captions.
+    from zoo.data import shapes
+    prompts = [s["prompt"] for s in results["samples"]]
+    assert prompts == [shapes.caption(0, i, "test") for i in range(2)]
+    assert recorded["prompts"] == [shapes.caption(0, i, "test") for i in range(2, 4)]
+    assert results["temperature"] == recorded["settings"]["temperature"]
+    assert set(results["sampling_settings_from"].values()) == {"recorded"}
+
+    # The printed figure is the shapes checker's verdict on the saved samples.
+    from PIL import Image
+
+    from zoo.eval.shapes_eval import shapes_acceptance
+    samples = results["samples"]
+    images = np.stack([np.asarray(Image.open(out / "eval" / s["images"][0]), np.float32) / 255
+                       for s in samples])
+    checked = shapes_acceptance([s["prompt"] for s in samples], images)
+    assert results["shapes"]["acceptance"] == checked["acceptance"]
+    shown = re.search(r"shapes checker acceptance ([\d.]+)% of all samples, gallery ", r.stdout)
+    assert shown and float(shown.group(1)) == round(100 * checked["acceptance"], 1), r.stdout
+    assert (out / "eval" / "index.html").exists() and (out / "eval" / "grid.png").exists()
+    assert (out / "eval" / "summary.txt").read_text().strip() in r.stdout  # printed at the end
     assert "Traceback" not in r.stderr
 
     # Run again: finished stages are not redone.
     spm_mtime = os.path.getmtime(out / "spm" / "spm.model")
-    r2 = run_tool("demo", "--quick", f"--model_dir={out}", "--stages=spm,tokenizer", timeout=600)
+    r2 = run_tool("demo", "--quick", f"--model_dir={out}", "--stages=spm,tokenizer,sampling",
+                  timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert "(exists)" in r2.stdout
+    assert "(exists)" in r2.stdout and "sampling.json (exists)" in r2.stdout
     assert "already at step 3" in r2.stdout
     assert os.path.getmtime(out / "spm" / "spm.model") == spm_mtime
 
@@ -57,3 +92,4 @@ def test_demo_rejects_unknown_stage(tmp_path):
     r = run_tool("demo", "--stages=tokeniser", f"--model_dir={tmp_path}")
     assert r.returncode == 1
     assert "unknown stage 'tokeniser'" in r.stderr and "did you mean 'tokenizer'" in r.stderr
+    assert not os.listdir(tmp_path)  # refused before anything was written

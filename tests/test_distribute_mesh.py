@@ -9,7 +9,8 @@ import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from zoo import distribute
-from zoo.distribute.mesh import (LayoutRules, derive_slot_spec, dtensor_compat, parse_mesh)
+from zoo.distribute.dtensor_compat import dtensor_compat
+from zoo.distribute.rules import LayoutRules, derive_slot_spec, parse_mesh
 from zoo.errors import ZooError
 
 AXES = [("batch", 2), ("model", 4)]
@@ -226,3 +227,83 @@ def test_vit_vqgan_on_a_mesh_matches_one_device():
         np.testing.assert_array_equal(codes, want_codes)
         got = dist.gather(run(tok.decode, dist.distribute_values(codes))).numpy()
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_keras_adafactor_factored_moments_pair_with_their_weights():
+    """Keras's Adafactor names both factored moments of a weight just like the weight
+    ('kernel'); the planner pairs them through the optimizer's own list of weights."""
+    import keras
+    dist = distribute.get(mesh="batch:2,model:4", layout_rules=[
+        ("a[/_]kernel", (None, "model")), ("b[/_]kernel", ("model", None))])
+    with dist.scope():
+        a = keras.layers.Dense(8, name="a")
+        a.build((None, 8))
+        b = keras.layers.Dense(8, name="b")
+        b.build((None, 8))
+        opt = keras.optimizers.Adafactor(name="kada")
+        opt.build(a.trainable_variables + b.trainable_variables)
+    slots = [(p.path, p.weight, p.spec) for p in dist.planned if p.kind == "slot" and p.spec]
+    assert ("kada/kernel", "a/kernel", (None,)) in slots          # row: last dim reduced
+    assert ("kada/kernel", "a/kernel", ("model",)) in slots       # column
+    assert ("kada/kernel", "b/kernel", ("model",)) in slots
+    assert ("kada/kernel", "b/kernel", (None,)) in slots
+    assert all(w is not None for _, w, spec in slots if spec)
+
+
+def test_dtensor_compat_is_scoped_to_its_thread_and_restored():
+    """Outside dtensor_compat() (and on other threads while it is active) slicing and Keras's
+    slice_update are TensorFlow's and Keras's own."""
+    import threading
+
+    from keras.src.backend.tensorflow import core as keras_tf_core
+    from tensorflow.python.framework import tensor as tensor_lib
+    from tensorflow.python.ops import tensor_getitem_override as getitem_lib
+    originals = (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper,
+                 keras_tf_core.slice_update)
+    seen = {}
+
+    def other_thread():
+        # A traced x[None] keeps its StridedSlice with a new axis here: the original path.
+        graph = tf.function(lambda x: x[None]).get_concrete_function(
+            tf.TensorSpec([2, 3])).graph
+        seen["expand_dims"] = any(op.type == "ExpandDims" for op in graph.get_operations())
+
+    with dtensor_compat():
+        assert tensor_lib.Tensor.__getitem__ is not originals[0]
+        graph = tf.function(lambda x: x[None]).get_concrete_function(
+            tf.TensorSpec([2, 3])).graph
+        assert any(op.type == "ExpandDims" for op in graph.get_operations())
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert seen["expand_dims"] is False
+    assert (tensor_lib.Tensor.__getitem__, getitem_lib._slice_helper,
+            keras_tf_core.slice_update) == originals
+
+
+def test_large_weight_without_a_rule_is_an_error_unless_allowed():
+    import keras
+    big = ("big_kernel_rule_test", (None, "model"))
+    dist = distribute.get(mesh="batch:2,model:4", layout_rules=[big])
+    with pytest.raises(ZooError, match=r"1 weight\(s\) over 1,000,000 parameters .*: wide/kernel"
+                                       r".*allow_replicated"):
+        with dist.scope():
+            keras.layers.Dense(1100, name="wide").build((None, 1000))
+    dist = distribute.get(mesh="batch:2,model:4", layout_rules=[big],
+                          allow_replicated=["wide"])
+    with dist.scope():
+        keras.layers.Dense(1100, name="wide").build((None, 1000))
+    # No model axis: data parallel replicates on purpose.
+    dist = distribute.get(mesh="batch:8", layout_rules=[big])
+    with dist.scope():
+        keras.layers.Dense(1100, name="wide").build((None, 1000))
+
+
+def test_missing_keras_internals_are_an_error_not_replication(monkeypatch):
+    import sys
+    import keras
+    dist = distribute.get(mesh="batch:2,model:4", layout_rules=[("kernel", (None, "model"))])
+    monkeypatch.setitem(sys.modules, "keras.src.backend.common.name_scope", None)
+    with pytest.raises(ZooError, match="needs Keras 3's name scopes"):
+        with dist.scope():
+            keras.layers.Dense(8, name="x").build((None, 8))

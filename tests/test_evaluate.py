@@ -129,3 +129,78 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ZooError, match=r"expected \[1, 2, H, W, 3\]"):
         evaluate_lib.evaluate(lambda *a: np.zeros((1, 8, 8, 3)), prompts, tmp_path,
                               num_samples=2, progress=False)
+
+
+def test_caption_following_counts_wins_over_every_rival():
+    from zoo.eval.following import caption_following
+    # 3 prompts x 2 samples: sim[j, s, i] = score of sample s of prompt j with caption i.
+    sim = np.zeros((3, 2, 3))
+    sim[0, :, 0] = [0.9, 0.1]   # caption 0: own sample 0 wins, own sample 1 loses
+    sim[1, :, 0] = [0.5, 0.5]
+    sim[2, :, 0] = [0.2, 0.2]
+    sim[1, :, 1] = [0.8, 0.8]   # caption 1: both own samples win
+    sim[2, :, 2] = [0.1, 0.3]   # caption 2: sample 0 loses to prompt 0's 0.4, sample 1 wins
+    sim[0, :, 2] = [0.4, 0.2]
+    result = caption_following(sim, ["a", "b", "c"])
+    assert result["rate"] == pytest.approx(4 / 6) and result["chance"] == pytest.approx(1 / 3)
+    assert result["per_prompt"] == [0.5, 1.0, 0.5] and result["samples"] == 6
+    first = caption_following(sim, ["a", "b", "c"], sample_index=0)
+    assert first["rate"] == pytest.approx(2 / 3)
+    # Prompts with the same text are never rivals: each "a" is compared with "b" only.
+    same = caption_following(sim, ["a", "b", "a"])
+    assert same["chance"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+    assert same["per_prompt"][0] == 0.5  # against prompt 1 only: 0.9 > 0.5, 0.1 < 0.5
+    with pytest.raises(ZooError, match="at least 2 prompts"):
+        caption_following(sim[:1, :, :1], ["a"])
+
+
+def test_evaluate_reports_caption_following_from_the_similarity(tmp_path):
+    """Samples whose brightness encodes their prompt; the similarity rewards matching
+    brightness, so every sample follows its caption except where the generator is told to
+    swap two prompts' images."""
+    levels = {"dark": 0.1, "grey": 0.5, "light": 0.9}
+    prompts = [Prompt(t) for t in levels]
+
+    def generate(texts, ids, num_samples, seed):
+        swap = {"grey": "light", "light": "grey"}
+        images = []
+        for t in texts:
+            rows = [np.full((4, 4, 3), levels[t if s == 0 else swap.get(t, t)], np.float32)
+                    for s in range(num_samples)]
+            images.append(rows)
+        return np.asarray(images)
+
+    def similarity(images, texts):
+        bright = np.asarray(images).mean(axis=(1, 2, 3))
+        return -np.abs(bright[:, None] - np.asarray([levels[t] for t in texts])[None, :])
+
+    results = evaluate_lib.evaluate(generate, prompts, tmp_path, num_samples=2,
+                                    similarity=similarity, progress=False)
+    m = results["metrics"]
+    # Sample 0 of every prompt follows; sample 1 of grey and light are swapped: 4 of 6.
+    assert m["caption_following"] == pytest.approx(4 / 6)
+    assert m["caption_following_chance"] == pytest.approx(1 / 3)
+    assert [s["caption_following"] for s in results["samples"]] == [1.0, 0.5, 0.5]
+    assert "caption_following" in (tmp_path / "summary.txt").read_text()
+
+
+def test_evaluate_fid_and_kid_against_an_array_of_images(tmp_path, mean_colour_features):
+    rng = np.random.default_rng(0)
+    prompts = [Prompt("a"), Prompt("b")]
+
+    def generate(texts, ids, num_samples, seed):
+        return rng.uniform(0.4, 0.6, size=(len(texts), num_samples, 8, 8, 3))
+
+    reference = rng.uniform(0.0, 1.0, size=(6, 8, 8, 3)).astype(np.float32)
+    results = evaluate_lib.evaluate(generate, prompts, tmp_path, num_samples=3,
+                                    reference=reference, feature_network=mean_colour_features,
+                                    progress=False)
+    m = results["metrics"]
+    from zoo.eval import fid as fid_lib
+    net = FEATURE_NETWORKS.create(mean_colour_features)
+    images = evaluate_lib.load_images(tmp_path, results["samples"]).reshape(-1, 8, 8, 3)
+    gen, ref = np.asarray(net(images), np.float64), np.asarray(net(reference), np.float64)
+    assert m["kid"] == pytest.approx(fid_lib.kernel_distance(gen, ref), rel=1e-9)
+    assert m["fid"] == pytest.approx(fid_lib.frechet_distance_from_features(gen, ref), rel=1e-6)
+    assert m["fid_images"] == 6 and m["fid_reference_images"] == 6
+    assert results["reference"] == "6 images given as an array"

@@ -186,3 +186,55 @@ def test_inception_loads_local_keras_weights_file(tmp_path, monkeypatch):
     path.write_bytes(b"truncated")
     with pytest.raises(ZooError, match="cannot load InceptionV3 weights"):
         FEATURE_NETWORKS.create("inception_v3", image_size=75)
+
+
+def _mmd2_unbiased_loops(x, y):
+    """KID written out with loops over pairs (independent of fid.py's matrix form)."""
+    d = x.shape[1]
+
+    def k(a, b):
+        return (float(np.dot(a, b)) / d + 1.0) ** 3
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kernel_distance_is_the_unbiased_polynomial_mmd():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(9, 3)) + 0.5
+    assert fid_lib.kernel_distance(x, y) == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-10)
+    # Unbiased: two samples of one distribution average ~0 (FID would stay clearly positive).
+    same = [fid_lib.kernel_distance(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
+            for _ in range(30)]
+    shifted = fid_lib.kernel_distance(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)) + 1)
+    assert abs(np.mean(same)) < 0.1 * shifted
+    with pytest.raises(ZooError, match="at least 2 images"):
+        fid_lib.kernel_distance(x[:1], y)
+    with pytest.raises(ZooError, match="one width"):
+        fid_lib.kernel_distance(x, y[:, :2])
+
+
+def test_available_feature_network_says_which_and_what_follows(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    name, note = fid_lib.available_feature_network()
+    assert name == "random_conv"
+    assert "not comparable with published FIDs" in note and fid_lib.INCEPTION_WEIGHTS_FILE in note
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / fid_lib.INCEPTION_WEIGHTS_FILE).write_bytes(b"h5")
+    name, note = fid_lib.available_feature_network()
+    assert name == "inception_v3" and "standard Keras ImageNet weights" in note
+
+
+def test_random_conv_features_are_pooled_fixed_and_tell_images_apart():
+    net = FEATURE_NETWORKS.create("random_conv")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(4, 20, 20, 3)).astype(np.float32)
+    feats = np.asarray(net(images))
+    assert feats.shape == (4, 16 + 32 + 64)
+    np.testing.assert_allclose(feats, np.asarray(FEATURE_NETWORKS.create("random_conv")(images)),
+                               rtol=1e-6)  # the same seed, the same network
+    dark, bright = np.zeros((2, 20, 20, 3), np.float32), np.ones((2, 20, 20, 3), np.float32)
+    metric = METRICS.create("fid", feature_network="random_conv")
+    assert metric(images[:2], images[2:]) < metric(dark, bright)

@@ -1,6 +1,7 @@
 """The gallery page: rendered in headless Chromium, every referenced image exists and loads."""
 
 import html.parser
+import os
 import shutil
 import subprocess
 import urllib.parse
@@ -20,13 +21,22 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 EVIL = '<script>alert("x")</script> & "quotes" \'single\''
 
 
+def under_ci():
+    """True on a CI machine (`CI` set, as GitHub Actions, GitLab and .ci/run do)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def chromium():
+    """Chromium's path. Missing: the test fails under CI (which must install it: .ci/run
+    does), and is skipped on a developer's machine."""
     for name in CHROMIUM_NAMES:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("headless Chromium not installed (apt-get install -y chromium chromium-driver); "
-                "CI installs it")
+    message = "headless Chromium not installed (apt-get install -y chromium chromium-driver)"
+    if under_ci():
+        pytest.fail(f"{message}; CI must install it (.ci/run does, or fails)")
+    pytest.skip(f"{message}; CI installs it")
 
 
 def run_chromium(tmp_path, *args):
@@ -153,3 +163,35 @@ def test_write_gallery_checks_inputs(tmp_path):
     page = parse(write_gallery(tmp_path, [GalleryEntry("b", ["a.png"]),
                                           GalleryEntry("a", ["a.png"])]).read_text())
     assert page.headings == [] and page.images == ["a.png", "a.png"]
+
+
+def test_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must install it"):
+        chromium()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="CI installs it"):
+        chromium()
+
+
+def test_ci_stops_when_chromium_cannot_be_installed(tmp_path):
+    """.ci/run with no Chromium and a failing apt-get exits 1 before the tests run."""
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "tail"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "apt-get").write_text("#!/bin/sh\necho 'E: Unable to locate package chromium'\n"
+                                     "exit 100\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 'must not be reached' >&2\nexit 3\n")
+    (bin_dir / "python3").chmod(0o755)
+    proc = subprocess.run([str(bin_dir / "bash"), str(root / ".ci" / "run")],
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path),
+                               "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "could not install chromium" in proc.stderr
+    assert "Unable to locate package chromium" in proc.stderr
+    assert "must not be reached" not in proc.stderr

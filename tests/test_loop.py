@@ -222,7 +222,7 @@ def test_allowed_config_change_resumes_and_is_recorded(tmp_path):
     (dict(keep_last=0), "keep_last must be >= 1"),
     (dict(model_dir=None), "no model directory"),
     (dict(task="no_such_task"), "unknown task 'no_such_task'"),
-    (dict(model_dir="gs://bucket/run"), "is a URL.*mount it"),
+    (dict(model_dir="nosuchfs://bucket/run"), "nosuchfs://bucket/run cannot be used.*nosuchfs"),
 ])
 def test_bad_arguments(tmp_path, kw, match):
     args = {**QUIET, "task": tiny_task.TinyRegression(), "model_dir": str(tmp_path / "m"),
@@ -288,3 +288,21 @@ def test_same_loop_under_dtensor_mesh(tmp_path):
     dist = distribute.get(mesh="batch:2,model:4",
                           layout_rules=[("dense[/_]kernel", (None, "model"))])
     _distributed_equals_single_device(tmp_path, dist)
+
+
+def test_a_tpu_run_names_host_ops_in_its_step_before_running(tmp_path):
+    """On a TPU (here a stand-in distribution named 'tpu') the loop traces the step first and
+    names the ops a TPU cannot run; elsewhere the same step runs."""
+    from zoo.distribute.base import Distribution
+
+    class FakeTPU(Distribution):
+        name = "tpu"
+
+    class Printing(tiny_task.TinyRegression):
+        def losses(self, batch, training=True):
+            tf.print("a host callback in the step")
+            return super().losses(batch, training)
+
+    with pytest.raises(ZooError, match=r"ops a TPU cannot run: .*PrintV2"):
+        _train(tmp_path / "tpu", 2, Printing(), distribution=FakeTPU())
+    assert _train(tmp_path / "cpu", 2, Printing()).step == 2

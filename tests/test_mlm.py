@@ -69,8 +69,8 @@ def test_short_texts_pad_predictions():
 def _task(tmp_path, **kw):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(captions()) + "\n\n")
-    args = dict(encoder="parti_encoder", encoder_config=TINY_ENCODER,
-                tokenizer_config={"model_path": spm_model(), "max_length": 16},
+    args = dict(encoder="parti_encoder", encoder_options=TINY_ENCODER,
+                tokenizer_options={"model_path": spm_model(), "max_length": 16},
                 text_files=[str(corpus)])
     args.update(kw)
     return mlm.MLMTask(**args)
@@ -96,7 +96,7 @@ def test_mlm_lowers_loss_through_the_training_loop():
 def test_config_rebuilds_without_gin_and_data_is_resumable(tmp_path):
     task = _task(tmp_path)
     config = task.config()
-    assert config["encoder_config"]["width"] == 32 and config["mask_id"] == 2  # SP unk
+    assert config["encoder_options"]["width"] == 32 and config["mask_id"] == 2  # SP unk
     assert mlm.MLMTask(**config).config() == config
     full = [b["text_tokens"].numpy() for b in task.dataset(4, seed=3).take(3)]
     resumed = next(iter(task.dataset(4, seed=3, start_step=2)))["text_tokens"].numpy()

@@ -1,4 +1,4 @@
-"""Parameter counts without allocating weights: Parti Table 1 sizes, generic components."""
+"""Parameter counts without allocating weights (the papers' sizes: test_registered_components)."""
 
 import resource
 
@@ -10,23 +10,15 @@ from zoo.errors import UnknownNameError
 from zoo.models.params import count_params, total_params, weight_shapes
 from zoo.registry import IMAGE_TOKENIZERS, MODELS
 
-# Parti Table 1. The table counts the transformer layers; token/position embeddings and the
-# 8192-way logits add 34M (350M, 750M) to 132M (20B) on top.
-TABLE_1 = {"parti_350m": 350e6, "parti_750m": 750e6, "parti_3b": 3e9, "parti_20b": 20e9}
-
-
 def _maxrss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-@pytest.mark.parametrize("name", sorted(TABLE_1))
-def test_parti_sizes_match_table_1_without_allocating(name):
+def test_counting_parti_20b_allocates_nothing():
+    """(Every paper size's count is checked in test_registered_components.py.)"""
     before = _maxrss_gb()
-    shapes = weight_shapes("model", name)
-    layers = total_params(shapes, exclude_embeddings=True)
-    total = total_params(shapes)
-    assert abs(layers / TABLE_1[name] - 1) < 0.05, (name, layers)
-    assert 0 < total - layers < 0.11 * TABLE_1[name]
+    shapes = weight_shapes("model", "parti_20b")
+    assert total_params(shapes) > 20e9
     assert _maxrss_gb() - before < 1.0  # 20B float32 weights would be 80 GB
 
 

@@ -42,17 +42,17 @@ def test_mismatched_architecture_names_the_weights():
     wider = {**TINY_ENCODER, "vocab_size": 40, "width": 48}
     with pytest.raises(ZooError) as e:
         TEXT_ENCODERS.create("pretrained", model_dir=model_dir, encoder="parti_encoder",
-                             encoder_config=wider)
+                             encoder_options=wider)
     msg = str(e.value)
     assert "token_embedding/embeddings (40, 32) in run" in msg and "vs (40, 48) here" in msg
     deeper = {**TINY_ENCODER, "vocab_size": 40, "layers": 2}
     with pytest.raises(ZooError, match=r"16 missing.*not in run .*: "
                                        r"layer_1/self_attention_norm/gamma \(32,\)"):
         TEXT_ENCODERS.create("pretrained", model_dir=model_dir, encoder="parti_encoder",
-                             encoder_config=deeper)
+                             encoder_options=deeper)
     # The same architecture loads.
     same = TEXT_ENCODERS.create("pretrained", model_dir=model_dir, encoder="parti_encoder",
-                                encoder_config={**TINY_ENCODER, "vocab_size": 40})
+                                encoder_options={**TINY_ENCODER, "vocab_size": 40})
     _assert_same_weights(same, TEXT_ENCODERS.create("pretrained", model_dir=model_dir))
 
 
@@ -127,7 +127,7 @@ def test_parti_task_trains_on_a_frozen_pretrained_encoder_and_reloads_without_gi
     task = PartiTask(model="parti_micro", image_tokenizer="vit_vqgan_micro",
                      text_tokenizer=spm_model(),
                      model_options={"text_encoder": "pretrained",
-                                    "text_encoder_config": {"model_dir": mlm_dir},
+                                    "text_encoder_options": {"model_dir": mlm_dir},
                                     "train_text_encoder": False,
                                     "decoder_attention": "dense"},
                      dataset_options={"max_objects": 1})

@@ -1,19 +1,48 @@
 """Prompt sets: PartiPrompts TSV, plain text files, subsets, and every bad input."""
 
 import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from zoo.errors import ZooError
 from zoo.eval import prompts as prompts_lib
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def parti_path():
     path = prompts_lib.partiprompts_path()
-    if not path.is_file():
-        pytest.skip(f"PartiPrompts.tsv not at {path}")
+    assert path.is_file(), f"PartiPrompts.tsv is package data of zoo, but not at {path}"
     return path
+
+
+@pytest.mark.slow
+def test_partiprompts_ship_with_an_installed_zoo(tmp_path):
+    """zoo as its package build lays it out (the packages and their declared package data,
+    what a wheel holds), away from this checkout, reads PartiPrompts from any directory."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(site)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = ("import zoo, zoo.eval.prompts as p\n"
+            "print('FILE', zoo.__file__)\n"
+            "print('PATH', p.partiprompts_path())\n"
+            "print('COUNT', len(p.load_prompts('partiprompts')))\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop(prompts_lib.PARTIPROMPTS_ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert out["FILE"].startswith(str(site)) and out["PATH"].startswith(str(site)), out
+    assert out["COUNT"] == "1632"
+    assert (site / "zoo" / "eval" / "data" / "LICENSE-PartiPrompts").is_file()
 
 
 def test_partiprompts_full_set(parti_path):
@@ -107,7 +136,8 @@ def test_missing_and_bad_specs(tmp_path, monkeypatch):
     with pytest.raises(ZooError, match="prompt set must be"):
         prompts_lib.load_prompts("  ")
     monkeypatch.setenv(prompts_lib.PARTIPROMPTS_ENV, str(tmp_path / "P.tsv"))
-    with pytest.raises(ZooError, match=r"PartiPrompts file .*P\.tsv' not found.*--prompts"):
+    with pytest.raises(ZooError, match=r"PartiPrompts file .*P\.tsv' not found \(\$ZOO_PARTI"
+                                       r"PROMPTS names it\).*--prompts"):
         prompts_lib.load_prompts("partiprompts")
     path = tmp_path / "p.txt"
     path.write_text("a\nb\n", encoding="utf-8")

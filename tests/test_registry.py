@@ -1,5 +1,10 @@
 """Registry behaviours: register, duplicate, unknown with suggestion, listing, create."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import pytest
 
@@ -106,17 +111,45 @@ def test_bad_names_rejected(reg):
         reg.get(3)
 
 
+# Built-ins of every kind that `import zoo` alone must make available (a sample per kind).
+BUILT_INS = {
+    "attention": {"column", "conv_shaped", "dense", "row"}, "dataset": {"synthetic_shapes"},
+    "decoder": {"parti_decoder"}, "discriminator": {"stylegan"},
+    "feature_network": {"tiny_conv", "vgg16", "inception_v3"},
+    "image_tokenizer": {"vit_vqgan_small", "vit_vqgan_micro"},
+    "metric": {"fid", "clip_score", "shapes_acceptance"}, "model": {"parti_350m", "parti_tiny"},
+    "optimizer": {"adafactor"}, "schedule": {"warmup_exponential_decay"},
+    "scorer": {"contrastive_scorer"},
+    "task": {"contrastive", "mlm", "parti", "superres", "vit_vqgan"},
+    "text_encoder": {"parti_encoder", "pretrained"}, "text_tokenizer": {"sentencepiece"},
+    "upsampler": {"wdsr_512", "wdsr_tiny"},
+}
+
+
 def test_kinds_and_top_level_api():
-    for kind in ("image_tokenizer", "text_tokenizer", "text_encoder", "decoder", "attention",
-                 "upsampler", "model", "dataset", "metric", "task"):
-        assert kind in REGISTRIES
+    assert set(REGISTRIES) == set(BUILT_INS)
     with pytest.raises(UnknownNameError, match="did you mean 'attention'"):
         registry("atention")
-    pairs = zoo.list()
-    assert all(isinstance(k, str) and isinstance(n, str) for k, n in pairs)
-    assert set(zoo.list("attention")) >= set()  # built-ins loaded without error
     with pytest.raises(UnknownNameError, match="unknown attention"):
         zoo.create("attention", "no_such_kernel")
+
+
+def test_import_zoo_alone_lists_every_kinds_built_ins():
+    """In a fresh process (nothing imported before): zoo.list() loads every built-in."""
+    code = ("import json, zoo\n"
+            "print('PAIRS', json.dumps(zoo.list()))\n"
+            "print('ATTENTION', json.dumps(zoo.list('attention')))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "ZOO_DISABLE_PLUGIN_AUTOLOAD": "1",
+                                         "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    listed = {}
+    for kind, name in json.loads(lines["PAIRS"]):
+        listed.setdefault(kind, set()).add(name)
+    for kind, names in BUILT_INS.items():
+        assert names <= listed.get(kind, set()), (kind, names - listed.get(kind, set()))
+    assert json.loads(lines["ATTENTION"]) == sorted(listed["attention"])
 
 
 def test_errors_raised_inside_a_component_stay_one_line(reg):
@@ -131,3 +164,55 @@ def test_errors_raised_inside_a_component_stay_one_line(reg):
         reg.create("picky", size=3)
     assert str(e.value) == "picky.size must be 0, got 3"
     assert type(e.value) is ZooError
+
+
+def test_resolve_is_gin_bindings_then_overrides_as_plain_json(reg, gin_clean):
+    import gin
+    reg.register("widget_small")(Widget)
+    assert reg.resolve("widget_small") == {}
+    gin.parse_config("widget_small.size = (1, 2)\nwidget_small.colour = 'blue'")
+    assert reg.resolve("widget_small", {"colour": "green"}) == {"size": [1, 2],
+                                                               "colour": "green"}
+    assert reg.create("widget_small", **reg.resolve("widget_small")).size == [1, 2]
+    with pytest.raises(ZooError, match=r"'widget_small' argument 'colour' = <object.*not a "
+                                       r"plain value"):
+        reg.resolve("widget_small", {"colour": object()})
+    with pytest.raises(UnknownNameError, match="did you mean 'widget_small'"):
+        reg.resolve("widget_smal")
+
+
+def test_a_missing_required_argument_is_one_line_naming_it(reg):
+    class NeedsPath:
+        """Needs a path."""
+
+        def __init__(self, path, size=1):
+            self.path = path
+
+    reg.register("needs_path")(NeedsPath)
+    with pytest.raises(ZooError) as e:
+        reg.create("needs_path", size=2)
+    assert str(e.value) == ("test_widget 'needs_path' needs argument path: bind "
+                            "needs_path.path = ... in a gin file (or pass path=...)")
+
+
+def test_a_subclass_passing_kwargs_on_takes_its_parents_arguments(reg):
+    class Big(Widget):
+        """A widget with a shine."""
+
+        def __init__(self, shine=0.5, **kwargs):
+            super().__init__(**kwargs)
+            self.shine = shine
+
+    reg.register("widget_big")(Big)
+    assert reg.entry("widget_big").params == ["shine", "size", "colour"]
+    assert reg.create("widget_big", size=9, shine=1.0).size == 9
+    with pytest.raises(UnknownNameError, match="did you mean 'colour'"):
+        reg.create("widget_big", color="red")
+
+
+def test_tiny_and_needs_are_recorded(reg):
+    reg.register("widget_tiny", tiny=lambda: {"size": 1})(Widget)
+    reg.register("widget_file", needs="a widget file")(Widget)
+    assert reg.entry("widget_tiny").tiny_overrides() == {"size": 1}
+    assert reg.entry("widget_file").needs == "a widget file"
+    assert reg.entry("widget_file").tiny_overrides() == {}

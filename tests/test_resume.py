@@ -1,11 +1,11 @@
 """Kill-and-resume (issue 9): `zoo-train` subprocesses SIGKILLed after a checkpoint and during a
 checkpoint write, restarted with the same command, end with the weights of an uninterrupted run.
 
-The kills are made deterministic by the test-only hook `ZOO_TEST_CHECKPOINT_HOOK`
-(zoo/train/checkpoint.py): the process SIGKILLs itself right after checkpoint N is complete
-("killafter:N") or inside the save of checkpoint N, after TF wrote the files and before the
-manifest and the rename ("kill:N"), or pauses there ("sleep:N:seconds") so that the test
-SIGKILLs it from outside.
+The kills are made deterministic by tests/kill_hooks.py, which runs zoo-train with two
+methods of the checkpoint manager wrapped (the production code has no hook): the process
+SIGKILLs itself right after checkpoint N is complete ("killafter:N") or inside the save of
+checkpoint N, after TF wrote the files and before the manifest ("kill:N"), or pauses there
+("sleep:N:seconds") so that the test SIGKILLs it from outside.
 """
 
 import os
@@ -20,6 +20,8 @@ import tensorflow as tf
 
 import tiny_task
 from helpers_tools import ROOT, make_plugin_dist, tool_env
+
+KILL_HOOKS = str(ROOT / "tests" / "kill_hooks.py")
 from zoo.train import checkpoint as ckpt_lib
 from zoo.train import run_info
 from zoo.train.loop import load_task, task_class, train
@@ -35,16 +37,17 @@ test_tiny_regression.two_groups = True
 """
 
 
+def _command(model_dir, gin_file, hook=None):
+    """zoo-train (`python -m tools.train`, or through tests/kill_hooks.py with a hook) with
+    the same flags every time."""
+    tool = [KILL_HOOKS, hook] if hook else ["-m", "tools.train"]
+    return [sys.executable, *tool, f"--gin_file={gin_file}", f"--model_dir={model_dir}",
+            "--seed=1", "--noprogress"]
+
+
 def _zoo_train(site, model_dir, gin_file, hook=None):
-    """`python -m tools.train` (what `zoo-train` runs) with the same flags every time."""
-    env = tool_env(site)
-    env.pop(ckpt_lib.HOOK_ENV, None)
-    if hook:
-        env[ckpt_lib.HOOK_ENV] = hook
-    return subprocess.run(
-        [sys.executable, "-m", "tools.train", f"--gin_file={gin_file}",
-         f"--model_dir={model_dir}", "--seed=1", "--noprogress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(_command(model_dir, gin_file, hook), cwd=ROOT, env=tool_env(site),
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_kill_after_and_during_checkpoint_then_resume_matches_uninterrupted(tmp_path):
@@ -61,13 +64,10 @@ def test_kill_after_and_during_checkpoint_then_resume_matches_uninterrupted(tmp_
 
     # (b) restarted with the same command, SIGKILLed from outside (as by a scheduler) while
     # it writes checkpoint 20: the hook makes the save pause there and say so.
-    env = tool_env(site)
-    env[ckpt_lib.HOOK_ENV] = "sleep:20:120"
     with open(tmp_path / "b.err", "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.train", f"--gin_file={gin_file}",
-             f"--model_dir={model_dir}", "--seed=1", "--noprogress"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(_command(model_dir, gin_file, "sleep:20:120"), cwd=ROOT,
+                                env=tool_env(site), stdout=subprocess.PIPE, stderr=err,
+                                text=True)
         try:
             for line in proc.stdout:
                 if "in checkpoint write of step 20" in line:
@@ -80,15 +80,14 @@ def test_kill_after_and_during_checkpoint_then_resume_matches_uninterrupted(tmp_
             proc.stdout.close()
     stderr = (tmp_path / "b.err").read_text()
     assert "resumed from" in stderr and "ckpt-10" in stderr
-    leftovers = os.listdir(model_dir / "checkpoints")
-    assert any(n.startswith("ckpt-20.tmp-") for n in leftovers), leftovers
+    assert ckpt_lib.unfinished(str(model_dir)) == ["ckpt-20"]  # files, no manifest
     assert ckpt_lib.list_steps(str(model_dir)) == [10]  # the half-written one is not a ckpt
 
     # restarted again: resumes from 10 (not the half-written 20) and finishes.
     r = _zoo_train(site, model_dir, gin_file)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "steps 10->30" in r.stdout
-    assert not [n for n in os.listdir(model_dir / "checkpoints") if ".tmp-" in n]
+    assert not ckpt_lib.unfinished(str(model_dir))
 
     # An uninterrupted run with the same seed (in this process, same ops) gives the same weights.
     ref = train(tiny_task.TinyRegression(dropout=0.5, two_groups=True), str(tmp_path / "ref"),

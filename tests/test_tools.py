@@ -63,3 +63,27 @@ def test_list_prints_kind_name_summary():
 def test_list_unknown_kind():
     r = run_tool("list", "atention")
     _assert_one_line_error(r, "unknown component kind 'atention'", "attention")
+
+
+def test_list_params_prints_each_side_of_a_tokenizer_as_the_papers_count():
+    """The ViT-VQGAN table counts one side (Small: 32M), Parti's Table 1 the layers without
+    embeddings (350M): zoo-list --params prints those next to the total."""
+    r = run_tool("list", "image_tokenizer", "model", "--params")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = {line.split()[1]: line for line in r.stdout.splitlines()}
+
+    def millions(text):
+        return float(text[:-1]) * {"K": 1e-3, "M": 1.0, "B": 1e3}[text[-1]]
+
+    sides = re.search(r"\(([\d,]+)\) params: encoder (\S+) \+ quantizer (\S+) \+ decoder (\S+)$",
+                      lines["vit_vqgan_small"])
+    assert sides, lines["vit_vqgan_small"]
+    total = int(sides.group(1).replace(",", "")) / 1e6
+    encoder, quantizer, decoder = (millions(sides.group(i)) for i in (2, 3, 4))
+    assert abs(encoder + quantizer + decoder - total) < 0.02
+    assert abs(encoder / 32 - 1) < 0.05 and abs(decoder / 32 - 1) < 0.05  # the paper's 32M
+    large = re.search(r"encoder (\S+) \+ quantizer \S+ \+ decoder (\S+)$",
+                      lines["vit_vqgan_small_large"])
+    assert millions(large.group(1)) == encoder and abs(millions(large.group(2)) / 599 - 1) < 0.05
+    parti = re.search(r"params \((\S+) without embeddings\)$", lines["parti_350m"])
+    assert parti and abs(millions(parti.group(1)) / 350 - 1) < 0.05, lines["parti_350m"]

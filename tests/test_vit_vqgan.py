@@ -105,7 +105,7 @@ def test_registry_and_gin_override(gin_clean):
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"logit_laplace": False, "decoder_blocks": 2, "decoder_dim": 48, "decoder_heads": 3,
+    {"logit_laplace": False, "decoder_blocks": 2, "decoder_width": 48, "decoder_heads": 3,
      "decoder_mlp_dim": 40},
     {"head_dim": 8, "patch_size": 8, "image_size": 32},
 ])
@@ -132,7 +132,7 @@ def test_paper_sizes(name, paper_millions, tolerance):
 
 
 def test_size_table():
-    rows = {n: (c["blocks"], c["heads"], c["dim"], c["mlp_dim"]) for n, c in SIZES.items()}
+    rows = {n: (c["blocks"], c["heads"], c["width"], c["mlp_dim"]) for n, c in SIZES.items()}
     assert rows["vit_vqgan_small"] == (8, 8, 512, 2048)
     assert rows["vit_vqgan_base"] == (12, 12, 768, 3072)
     assert rows["vit_vqgan_large"] == (32, 16, 1280, 5120)

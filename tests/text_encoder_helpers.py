@@ -140,8 +140,8 @@ def mlm_run(steps=60):
         corpus = os.path.join(folder, "captions.txt")
         with open(corpus, "w") as f:
             f.write("\n".join(captions()) + "\n")
-        task = MLMTask(encoder="parti_encoder", encoder_config=TINY_ENCODER,
-                       tokenizer_config={"model_path": spm_model(), "max_length": 16},
+        task = MLMTask(encoder="parti_encoder", encoder_options=TINY_ENCODER,
+                       tokenizer_options={"model_path": spm_model(), "max_length": 16},
                        text_files=[corpus], learning_rate=3e-3, warmup_steps=5)
         model_dir = os.path.join(folder, "run")
         result = train(task=task, model_dir=model_dir, steps=steps, batch_size=32, seed=0,
@@ -164,10 +164,10 @@ def contrastive_run(steps=40):
         from zoo.train.loop import train
         folder = tempfile.mkdtemp(prefix="zoo_te_con_")
         task = ContrastiveTask(
-            encoder="parti_encoder", encoder_config=TINY_ENCODER,
-            tokenizer_config={"model_path": spm_model(), "max_length": 16},
+            encoder="parti_encoder", encoder_options=TINY_ENCODER,
+            tokenizer_options={"model_path": spm_model(), "max_length": 16},
             dataset="synthetic_shapes",
-            dataset_config={"max_objects": 1, "sizes": ["large"], "count_probability": 0.0},
+            dataset_options={"max_objects": 1, "sizes": ["large"], "count_probability": 0.0},
             learning_rate=3e-3, warmup_steps=5, **TINY_VIT)
         model_dir = os.path.join(folder, "run")
         result = train(task=task, model_dir=model_dir, steps=steps, batch_size=32, seed=0,

@@ -43,6 +43,24 @@ def _register_search_paths():
     for p in search_paths():
         if p.is_dir():
             gin.add_config_file_search_path(str(p))
+    _guard_package_reader()
+
+
+def _guard_package_reader():
+    """gin's package-resource reader takes `include 'runs/x.gin'` for module `runs`; when the
+    working directory is on sys.path (`python -m ...`) and holds a `runs/` folder, that is a
+    namespace package without a file, and gin crashes ("expected str ... not NoneType")
+    instead of trying the next search path. Its existence check answers False there."""
+    readers = gin.config._FILE_READERS  # noqa: SLF001
+    for i, (reader, exists) in enumerate(readers):
+        if getattr(exists, "__name__", "") == "system_path_file_exists":
+            def guarded(path, _exists=exists):
+                try:
+                    return _exists(path)
+                except TypeError:  # a namespace package: no file of its own
+                    return False
+            guarded.__name__ = "guarded_system_path_file_exists"
+            readers[i] = (reader, guarded)
 
 
 def known_configurables() -> List[str]:
@@ -132,6 +150,10 @@ def translate_gin_error(e: BaseException, where: str) -> ZooError:
         selector, param = m.group(1), m.group(2)
         valid = _params_of(selector)
         hint = suggest(param, valid, what="argument") if valid else ""
+        from zoo import compat
+        new_name = compat.new_name_of(param)
+        if new_name and new_name in valid:
+            hint = f"it was renamed {new_name!r}: write {selector}.{new_name}"
         return UnknownNameError(f"{loc}: {selector!r} has no argument {param!r}"
                                 + (f"; {hint}" if hint else ""))
     m = _NO_CONFIGURABLE.search(msg)

@@ -1,6 +1,7 @@
 """User-facing errors: one clear line that names the bad value and the fix."""
 
 import difflib
+import numbers
 
 
 class ZooError(ValueError):
@@ -18,10 +19,21 @@ class UnknownNameError(ZooError, KeyError):
 
 
 def check_positive_ints(owner, **values) -> None:
-    """ZooError naming the first argument that is not a positive integer (bools excluded)."""
+    """ZooError naming the first argument that is not a positive integer (Python or numpy;
+    bools excluded): `check_positive_ints("parti", heads=heads, width=width)`."""
+    _check_positive(owner, values, numbers.Integral, "a positive integer")
+
+
+def check_positive_numbers(owner, **values) -> None:
+    """ZooError naming the first argument that is not a positive number (int or float, Python
+    or numpy; bools and NaN excluded)."""
+    _check_positive(owner, values, numbers.Real, "a positive number")
+
+
+def _check_positive(owner, values, kind, what) -> None:
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+            raise ZooError(f"{owner}.{key} must be {what}, got {value!r}")
 
 
 def closest(name, candidates, n=3):

@@ -3,6 +3,7 @@
     ATTENTION = Registry("attention")
     ATTENTION.register("conv_shaped")(ConvShapedAttention)   # a duplicate name raises
     ATTENTION.create("conv_shaped", kernel_size=7)           # gin bindings, then overrides
+    ATTENTION.resolve("conv_shaped", {"kernel_size": 7})     # those arguments, as plain JSON
     ATTENTION.get("conv_shapd")  # UnknownNameError: unknown attention 'conv_shapd'; did you mean ...
 
 Every registered component is also a gin configurable under its registry name, in module
@@ -14,7 +15,8 @@ the component does not take is an error when the gin file is parsed, naming the 
 import dataclasses
 import fnmatch
 import inspect
-from typing import Any, Callable, Dict, List, Optional
+import re
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import gin
 
@@ -35,9 +37,17 @@ class Entry:
     params: Optional[List[str]]  # accepted argument names; None means anything goes
     summary: str
     source: str  # "zoo" or the plugin's name
+    tiny: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None
+    needs: Optional[str] = None
+    builds: Optional[type] = None  # the class a size builder builds
 
     def signature(self):
         return self.factory.__signature__
+
+    def tiny_overrides(self) -> Dict[str, Any]:
+        """The declared overrides that make a small instance (tests), {} when none."""
+        tiny = self.tiny() if callable(self.tiny) else self.tiny
+        return dict(tiny or {})
 
 
 def _first_line(obj):
@@ -46,12 +56,22 @@ def _first_line(obj):
 
 
 def _signature_of(obj, builds=None):
-    """The signature users may bind: the builder's, or that of the class it builds."""
+    """The signature users may bind: the builder's, or that of the class it builds.
+
+    A class whose `__init__` passes `**kwargs` on to its parent's takes the parent's
+    arguments too (a plugin's `class MyParti(Parti)` adding one argument)."""
     sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
     params = [p for p in sig.parameters.values() if p.name != "self"]
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
     named = [p for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    if builds is not None and has_var_kw:
+    parent = _parent_with_init(obj) if inspect.isclass(obj) and has_var_kw else None
+    if parent is not None:
+        inner = _signature_of(parent)
+        seen = {p.name for p in named}
+        named += [p for p in inner.parameters.values()
+                  if p.name not in seen and p.kind is not p.VAR_KEYWORD]
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in inner.parameters.values())
+    elif builds is not None and has_var_kw:
         # A size builder `def vit_vqgan_small(**overrides)`: it takes what the class takes.
         inner = _signature_of(builds)
         seen = {p.name for p in named}
@@ -68,6 +88,17 @@ def _signature_of(obj, builds=None):
     if has_var_kw:
         params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
     return inspect.Signature(params)
+
+
+def _parent_with_init(cls):
+    """The nearest base class defining `__init__` that is not Keras's or `object`."""
+    for base in cls.__mro__[1:]:
+        if "__init__" not in vars(base):
+            continue
+        if base is object or base.__module__.split(".")[0] == "keras":
+            return None
+        return base
+    return None
 
 
 def _is_keras_layer(cls):
@@ -90,7 +121,7 @@ class Registry:
     # -- registering -------------------------------------------------------------------------
 
     def register(self, name: str, *, builds: Optional[type] = None, summary: Optional[str] = None,
-                 source: Optional[str] = None):
+                 source: Optional[str] = None, tiny=None, needs: Optional[str] = None):
         """Decorator registering a class or builder function under `name`.
 
         Args:
@@ -99,6 +130,13 @@ class Registry:
                 become the builder's bindable arguments.
             summary: one line for `zoo-list`; defaults to the first docstring line.
             source: who registered it; defaults to the plugin being loaded, else "zoo".
+            tiny: overrides (a dict, or a function returning one) that make a small instance
+                in seconds, for a component too big to build in a test or with required
+                arguments. The registry-wide tests (tests/test_registered_components.py)
+                build every component from its defaults or from these.
+            needs: what the component needs from outside to be built (a file, a run
+                directory, a prepared dataset), in words; the registry-wide tests then check
+                that building it without that is a one-line ZooError.
         """
         if not isinstance(name, str) or not name or name != name.strip():
             raise ZooError(f"registry name must be a non-empty string, got {name!r}")
@@ -127,7 +165,7 @@ class Registry:
             self._entries[name] = Entry(
                 kind=self.kind, name=name, obj=obj, factory=gin_factory, params=params,
                 summary=summary or _first_line(obj) or (_first_line(builds) if builds else ""),
-                source=source or _current_source())
+                source=source or _current_source(), tiny=tiny, needs=needs, builds=builds)
             return obj
 
         return decorator
@@ -160,6 +198,14 @@ class Registry:
                     f"{suggest(unknown[0], entry.params, what='argument')}")
         try:
             return entry.factory(**overrides)
+        except TypeError as e:
+            missing = _missing_arguments(e, entry)
+            if not missing:
+                raise
+            raise ZooError(
+                f"{self.kind} {name!r} needs argument{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}: bind {name}.{missing[0]} = ... in a gin file (or pass "
+                f"{missing[0]}=...)") from None
         except ZooError as e:
             # gin appends "In call to configurable ..." lines; user errors stay one line.
             text = str(e).split("\n  In call to configurable")[0].strip()
@@ -167,6 +213,43 @@ class Registry:
                 raise
             cls = UnknownNameError if isinstance(e, UnknownNameError) else ZooError
             raise cls(text).with_traceback(e.__traceback__) from None
+
+    def create_with_defaults(self, name: str, config: Optional[Dict[str, Any]] = None, /,
+                             **defaults) -> Any:
+        """`create(name, **config)`, adding each of `defaults` (unless None) that the component
+        takes and `config` does not set: how a model hands its sizes to its registered parts
+        (Parti's text encoder and decoder) whatever those parts are."""
+        args = dict(config or {})
+        params = self.entry(name).params
+        for key, value in defaults.items():
+            if key not in args and value is not None and (params is None or key in params):
+                args[key] = value
+        return self.create(name, **args)
+
+    def bindings(self, name: str) -> Dict[str, Any]:
+        """The gin bindings in force for `name` (empty when none)."""
+        self.entry(name)
+        try:
+            return dict(gin.get_bindings(f"zoo.{self.kind}.{name}"))
+        except (ValueError, KeyError):
+            return {}
+
+    def resolve(self, name: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The arguments `create(name)` would get: gin bindings, then `overrides` on top.
+
+        What a task records in run.json so that `create(name, **resolved)` rebuilds the same
+        component without gin. Tuples become lists (JSON has no tuples); a value JSON cannot
+        hold (e.g. a gin `@reference`) is an error naming the binding, since the run could
+        not be rebuilt from its records.
+        """
+        args = {**self.bindings(name), **dict(overrides or {})}
+        for key, value in args.items():
+            if not is_json_value(value):
+                raise ZooError(
+                    f"{self.kind} {name!r} argument {key!r} = {value!r} is not a plain value "
+                    f"(str, number, bool, None, list or dict of them); run.json cannot record "
+                    f"it, so the run could not be rebuilt: bind a plain value")
+        return {k: as_json(v) for k, v in args.items()}
 
     def list(self, pattern: str = "*") -> List[str]:
         """Sorted names matching a shell-style pattern."""
@@ -195,6 +278,35 @@ class Registry:
 
     def __repr__(self):
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def _missing_arguments(error: TypeError, entry: Entry) -> List[str]:
+    """The component's own arguments a "missing ... required ... argument" TypeError names."""
+    first = str(error).split("\n")[0]
+    if " required " not in first or "missing" not in first:
+        return []
+    names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", first.split("argument", 1)[-1])
+    params = entry.params if entry.params is not None else list(entry.signature().parameters)
+    return names if names and all(n in params for n in names) else []
+
+
+def is_json_value(value) -> bool:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_value(v) for k, v in value.items())
+    return False
+
+
+def as_json(value):
+    """Tuples as lists, all the way down."""
+    if isinstance(value, (list, tuple)):
+        return [as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    return value
 
 
 def _qualname(obj):

@@ -45,6 +45,14 @@ class CaptionDataset:
     def num_examples(self, split: str) -> int:
         raise NotImplementedError
 
+    def heldout_split(self) -> str:
+        """The split kept out of training for evaluation: `test`, else `validation`."""
+        for split in ("test", "validation"):
+            if split in self.splits():
+                return split
+        raise ZooError(f"{self!r} has no held-out split (test or validation); its splits: "
+                       f"{', '.join(self.splits())}")
+
     def reader(self, split: str, image_size: Optional[int] = None) -> Callable:
         """A tf.data-traceable function: example index (int64 scalar) -> raw example dict.
 

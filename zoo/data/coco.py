@@ -35,7 +35,7 @@ def _get(example, key: str):
     return example
 
 
-@DATASETS.register("tfds_image_text")
+@DATASETS.register("tfds_image_text", needs="a TFDS dataset prepared in data_dir (name)")
 class TfdsImageText(CaptionDataset):
     """Any image-caption dataset prepared in a TFDS data_dir (read in order, no download).
 
@@ -140,7 +140,7 @@ def _skip_decoding(key: str):
     return decoders
 
 
-@DATASETS.register("coco_captions")
+@DATASETS.register("coco_captions", needs="coco_captions prepared in a TFDS data_dir")
 class CocoCaptions(TfdsImageText):
     """MS-COCO 2014 with captions (Karpathy splits) from TFDS, when prepared in data_dir.
 

@@ -17,13 +17,15 @@ Train on it by binding the path, e.g.
         --gin_bindings="image_caption_folder.path='/my/images'" --output=/my/spm.model
     zoo-train ... --gin_bindings="image_caption_folder.path='/my/images'"
 
-Broken data never stops a run: a missing, corrupt or unsupported image file, or a row without a
-caption, is skipped and counted, with one summary line naming how many and the first few files.
-A metadata file without the image or caption column is an error naming the columns it has.
+A missing, corrupt or unsupported image file, or a row without a caption, is skipped and
+counted, with one summary line naming how many and the first few files (the pipeline also skips,
+counts and names an image that passed the scan but fails to decode). A metadata file without the
+image or caption column is an error naming the columns it has; any other error stops the run.
 """
 
 import concurrent.futures
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -50,6 +52,7 @@ SUPPORTED_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "
 RESERVED = ("image", "image_bytes", "caption", "index", "text_tokens", "text_mask",
             "text_truncated", "image_codes")
 VERIFY_MODES = ("header", "full", "none")
+HELDOUT_SPLITS = ("test", "validation")  # the held-out split: the first of these that exists
 
 
 class ScanReport:
@@ -183,6 +186,9 @@ def scan_folder(path: str, image_column: str = "file_name", caption_column: str 
         raise ZooError("image_caption_folder.path is not set; bind it, e.g. "
                        "--gin_bindings=\"image_caption_folder.path='/my/images'\"")
     root = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.isfile(root):
+        raise ZooError(f"image_caption_folder.path {root!r} is a file, not a folder; give the "
+                       f"folder that holds the images and metadata.jsonl (or metadata.csv)")
     if not os.path.isdir(root):
         raise ZooError(f"image_caption_folder.path {root!r} is not a directory")
     if verify not in VERIFY_MODES:
@@ -251,6 +257,30 @@ def scan_folder(path: str, image_column: str = "file_name", caption_column: str 
     return kept, extras, report
 
 
+def holdout_bucket(file_name: str) -> float:
+    """A file's place in [0, 100) from a hash of its path relative to the folder (with `/`
+    separators, so every machine agrees): files below `holdout_percent` are held out."""
+    key = file_name.replace(os.sep, "/").encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha1(key).digest()[:8], "big") / 2 ** 64 * 100.0
+
+
+def assign_holdout(rows: List[dict], holdout_percent: float) -> List[dict]:
+    """Rows with `split` set to `test` for a hash-chosen `holdout_percent` share of the files.
+
+    Rows that already carry a held-out split (the folder's own test/ or validation/) keep
+    their splits and nothing else moves. With a non-zero share, at least one file is held out
+    when there are two or more.
+    """
+    if not holdout_percent or any(r["split"] != "train" for r in rows):
+        return rows
+    buckets = [holdout_bucket(r["file_name"]) for r in rows]
+    out = [dict(r, split="test") if b < holdout_percent else r for r, b in zip(rows, buckets)]
+    if len(rows) >= 2 and all(r["split"] == "train" for r in out):
+        first = min(range(len(rows)), key=buckets.__getitem__)
+        out[first] = dict(out[first], split="test")
+    return out
+
+
 def extra_keys(columns) -> Dict[str, str]:
     """Feature names for extra metadata columns: identifier-like, unique, not reserved."""
     keys, used = {}, set(RESERVED) | {"file_name"}
@@ -268,7 +298,7 @@ def extra_keys(columns) -> Dict[str, str]:
     return keys
 
 
-@DATASETS.register("image_caption_folder")
+@DATASETS.register("image_caption_folder", needs="a folder of captioned images (path)")
 class ImageCaptionFolder(CaptionDataset):
     """A folder of images with metadata.jsonl / metadata.csv (file_name, text), subfolders ok.
 
@@ -282,18 +312,28 @@ class ImageCaptionFolder(CaptionDataset):
             warning, which shifts later batches by one example (resuming exactly past such a
             file needs 'full').
         keep_columns: bool. Carry the other metadata columns through the pipeline as strings.
+        holdout_percent: float in [0, 50]. When the folder has no train/ validation/ test/
+            subfolders, this share of its files (chosen by a hash of the file path, the same
+            on every run and machine) forms the held-out split `test` instead of `train`;
+            0 keeps every file in `train`. Ignored when the folder has its own splits.
     """
 
     name = "image_caption_folder"
 
     def __init__(self, path=None, image_column="file_name", caption_column="text",
-                 verify="header", keep_columns=True):
+                 verify="header", keep_columns=True, holdout_percent=5.0):
+        if isinstance(holdout_percent, bool) or not isinstance(holdout_percent, (int, float)) \
+                or not 0.0 <= holdout_percent <= 50.0:
+            raise ZooError(f"image_caption_folder.holdout_percent must be a number in [0, 50], "
+                           f"got {holdout_percent!r}")
         self.path = path
         self.image_column = image_column
         self.caption_column = caption_column
         self.verify = verify
         self.keep_columns = keep_columns
+        self.holdout_percent = float(holdout_percent)
         rows, extras, report = scan_folder(path, image_column, caption_column, verify)
+        rows = assign_holdout(rows, self.holdout_percent)
         self.root = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.report = report
         self.extras = extras if keep_columns else []
@@ -307,6 +347,18 @@ class ImageCaptionFolder(CaptionDataset):
 
     def splits(self):
         return tuple(s for s in ("train", "validation", "test") if s in self.rows)
+
+    def heldout_split(self) -> str:
+        """The split held out of training: `test`, else `validation`."""
+        for split in HELDOUT_SPLITS:
+            if split in self.rows:
+                return split
+        raise ZooError(f"image_caption_folder {_show(self.root)} has no held-out split: add "
+                       f"test/ (or validation/) subfolders, or set holdout_percent > 0 (now "
+                       f"{self.holdout_percent:g})")
+
+    def __repr__(self):
+        return f"image_caption_folder {_show(self.root)}"
 
     def num_examples(self, split):
         return len(self.rows[self.check_split(split)])

@@ -14,6 +14,11 @@ seeded permutation per epoch computed for any position without materialising it.
 `make_dataset(..., start_step=s)` yields exactly the batches s, s+1, ... of the run that started
 at 0, at no cost for large s. Datasets that can only stream (TFDS files such as coco_captions)
 are shuffled with a seeded buffer and skipped to the start position instead.
+
+Nothing is dropped quietly: an image that fails to decode is skipped, counted and named in a
+summary line (`DecodeSkips`), and a stream whose first examples all fail stops with an error
+naming the dataset; any other error (a missing file, a preprocessing or tokenizer bug) stops the
+run with its own message.
 """
 
 import logging
@@ -95,11 +100,11 @@ def _resize_square(image, image_size):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def decode_and_crop(image_bytes, image_size: int, crop_random=False, seed_pair=None):
-    """Encoded image -> float32 [image_size, image_size, 3] in [0, 1].
+def decode_square(image_bytes, crop_random=False, seed_pair=None):
+    """Encoded image -> uint8 [S, S, 3]: its largest centred (or random) square, decoded.
 
-    Aspect-preserving: the largest centred (or random) square is cut out, then resized, which is
-    the same as resizing the short side to `image_size` and cropping. JPEGs decode only the
+    Any format tf.io.decode_image reads, in any mode (grey, grey + alpha, RGBA, palette,
+    16-bit) comes out as 8-bit RGB (alpha dropped, 16-bit scaled). JPEGs decode only the
     square (faster for large photos).
     """
     is_jpeg = tf.strings.substr(image_bytes, 0, 3) == b"\xff\xd8\xff"
@@ -118,6 +123,16 @@ def decode_and_crop(image_bytes, image_size: int, crop_random=False, seed_pair=N
 
     square = tf.cond(is_jpeg, jpeg, other)
     square.set_shape([None, None, 3])
+    return square
+
+
+def decode_and_crop(image_bytes, image_size: int, crop_random=False, seed_pair=None):
+    """Encoded image -> float32 [image_size, image_size, 3] in [0, 1].
+
+    Aspect-preserving: the largest centred (or random) square is cut out, then resized, which is
+    the same as resizing the short side to `image_size` and cropping.
+    """
+    square = decode_square(image_bytes, crop_random, seed_pair)
     return _resize_square(square, image_size) / 255.0
 
 
@@ -132,20 +147,99 @@ def crop_pixels(image, image_size: int, crop_random=False, seed_pair=None):
     return _resize_square(square, image_size) / 255.0
 
 
+def _seed_pair(seed, position):
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(position, tf.int64)])
+
+
 def _preprocess(image_size, crop_random, seed):
     def fn(example):
         example = dict(example)
         position = example.pop("_position")
-        seed_pair = tf.stack([tf.cast(seed, tf.int64), position])
-        if "image_bytes" in example:
-            image = decode_and_crop(example.pop("image_bytes"), image_size, crop_random,
-                                    seed_pair)
-        else:
-            image = crop_pixels(example["image"], image_size, crop_random, seed_pair)
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        example["image"] = image
+        image = crop_pixels(example["image"], image_size, crop_random, _seed_pair(seed, position))
+        example["image"] = tf.ensure_shape(image, [image_size, image_size, 3])
         return example
     return fn
+
+
+class DecodeSkips:
+    """Images that failed to decode in one pipeline: counted, named, and fatal when nothing
+    decodes at all.
+
+    Logged as one line each time the number of distinct failed files reaches a power of two
+    (1, 2, 4, ...): the count so far and the first few names. When the first `min(N, 32)`
+    examples of the stream all fail (N: the split's size when known), the run stops with an
+    error naming the dataset, within seconds rather than spinning forever.
+    """
+
+    FIRST = 32
+
+    def __init__(self, description: str, start: int, num_examples: Optional[int]):
+        self.description = description
+        self.start = int(start)
+        self.limit = min(num_examples, self.FIRST) if num_examples else self.FIRST
+        self.count = 0
+        self.names: list = []
+        self.logged = 0
+
+    def record(self, name, position) -> bool:
+        name = name.numpy().decode("utf-8", "replace") if hasattr(name, "numpy") else str(name)
+        position = int(position)
+        self.count += 1
+        if name not in self.names:
+            self.names.append(name)
+            n = len(self.names)
+            if n & (n - 1) == 0:  # a power of two
+                log.warning("%s", self.summary())
+        if self.count >= self.limit and self.count == position - self.start + 1:
+            raise ZooError(f"{self.description}: no usable images: the first {self.count} "
+                           f"examples all failed to decode ({self.shown()}); check the files "
+                           f"(e.g. open them with PIL) or the folder")
+        return False
+
+    def shown(self) -> str:
+        first = ", ".join(self.names[:5])
+        return first + (" ..." if len(self.names) > 5 else "")
+
+    def summary(self) -> str:
+        n = len(self.names)
+        return (f"{self.description}: skipped {n} image{'s' if n != 1 else ''} that failed to "
+                f"decode: {self.shown()}")
+
+
+def _decoded(ds, skips: DecodeSkips, crop_random: bool, seed: int, parallel):
+    """Decodes `image_bytes` into `image` (uint8 square); an image that fails to decode is
+    skipped and recorded in `skips`. Only the decoding can fail quietly: every other error
+    (reading, preprocessing, tokenizing, a bug) stops the pipeline with its message."""
+    if "image_bytes" not in ds.element_spec:
+        return ds
+
+    def decode(example):
+        example = dict(example)
+        image_bytes = example.pop("image_bytes")
+        example["image"] = decode_square(image_bytes, crop_random,
+                                         _seed_pair(seed, example["_position"]))
+        example["_decoded"] = tf.constant(True)
+        return example
+
+    def guarded(example):
+        failed = {k: v for k, v in example.items() if k != "image_bytes"}
+        failed.update(image=tf.zeros([1, 1, 3], tf.uint8), _decoded=tf.constant(False))
+        # ignore_errors reaches no further than this one-element dataset: the decode ops.
+        return (tf.data.Dataset.from_tensors(example).map(decode).ignore_errors()
+                .concatenate(tf.data.Dataset.from_tensors(failed)).take(1))
+
+    def keep(example):
+        name = example.get("file_name")
+        if name is None:
+            name = tf.strings.as_string(example["index"])
+        return tf.cond(example["_decoded"], lambda: tf.constant(True),
+                       lambda: tf.py_function(skips.record, [name, example["_position"]],
+                                              tf.bool))
+
+    ds = ds.interleave(guarded, cycle_length=16, block_length=1, num_parallel_calls=parallel,
+                       deterministic=True)
+    ds = ds.filter(keep)
+    return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_decoded"})
 
 
 # -- the pipeline -------------------------------------------------------------------------------
@@ -186,6 +280,7 @@ def examples(dataset: Union[str, CaptionDataset] = "synthetic_shapes", split: st
     source.check_split(split)
     parallel = num_parallel_calls or tf.data.AUTOTUNE
 
+    crop_random = crop == "random"
     if source.random_access:
         n = int(source.num_examples(split))
         if n <= 0:
@@ -197,10 +292,10 @@ def examples(dataset: Union[str, CaptionDataset] = "synthetic_shapes", split: st
             index = example_order(position, n, seed, shuffle)
             return {**read(index), "index": index, "_position": position}
 
-        ds = _positions(start, count)
-        ds = ds.map(lambda p: _preprocess(image_size, crop == "random", seed)(fetch(p)),
-                    num_parallel_calls=parallel, deterministic=True)
+        ds = _positions(start, count).map(fetch, num_parallel_calls=parallel,
+                                          deterministic=True)
     else:
+        n = None
         ds = source.stream(split)
         if shuffle:
             ds = ds.shuffle(_STREAM_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
@@ -210,14 +305,13 @@ def examples(dataset: Union[str, CaptionDataset] = "synthetic_shapes", split: st
                                                "_position": p})
         if start:
             ds = ds.skip(start)
-        ds = ds.map(_preprocess(image_size, crop == "random", seed),
-                    num_parallel_calls=parallel, deterministic=True)
-
-    # A file that passed the dataset's checks but still fails to decode is dropped (logged),
-    # never fatal. The folder dataset checks files up front so this stays rare; when it does
-    # happen, later examples move up one place, so a run resumed past that point sees batches
-    # shifted by one example (image_caption_folder.verify = 'full' rules this out).
-    ds = ds.ignore_errors(log_warning=True)
+    # An image that passed the dataset's checks but still fails to decode is skipped and
+    # counted (the folder dataset checks files up front, so this stays rare; later examples
+    # then move up one place, and image_caption_folder.verify = 'full' rules it out). Nothing
+    # else is skipped: any other error stops the run with its message.
+    ds = _decoded(ds, DecodeSkips(repr(source), start, n), crop_random, seed, parallel)
+    ds = ds.map(_preprocess(image_size, crop_random, seed), num_parallel_calls=parallel,
+                deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)

@@ -4,8 +4,9 @@ Importing this package is cheap (no TensorFlow); it registers the gin configurab
 `mesh_layout` (mesh + layout rules, see gin/mesh/*.gin).
 """
 
-from zoo.distribute import mesh as _mesh  # noqa: F401  (registers mesh_layout with gin)
-from zoo.distribute.base import STRATEGIES, Distribution, get
+from zoo.distribute import rules as _rules  # noqa: F401  (registers mesh_layout with gin)
+from zoo.distribute.base import STRATEGIES, Distribution
+from zoo.distribute.factory import get
 
 
 def from_flags():

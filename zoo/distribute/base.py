@@ -5,7 +5,7 @@ multi_worker, tpu: data parallel) or a DTensor mesh (data + model parallel). The
 runs under all of them:
 
     from zoo import distribute
-    dist = distribute.get(strategy="default", mesh=None)   # or distribute.from_flags()
+    dist = distribute.get(strategy="default", mesh=None)   # zoo/distribute/factory.py
     with dist.scope():
         task.build()                        # models and optimizer slots (optimizer.build)
     batches = iter(dist.distribute_dataset(task.dataset(global_batch, seed, start_step)))
@@ -24,7 +24,7 @@ runs under all of them:
         return dist.run(replica_fn, batch)
 
     @tf.function                            # tf.function 2: apply (never in the same function
-    def apply_step(grads):                  # as the backward pass: DESIGN.md pitfall 4)
+    def apply_step(grads):                  # as the backward pass: docs/architecture.md pitfall 4)
         dist.run(lambda g: dist.apply_gradients(optimizer, g, variables), grads)
 
     losses, metrics, grads = grad_step(next(batches))
@@ -68,7 +68,6 @@ mesh run (or copy to an unsharded twin with `dist.to_host(variables)`).
 """
 
 import contextlib
-from typing import Any, Optional, Sequence
 
 from zoo.errors import ZooError
 
@@ -144,41 +143,3 @@ def _dense(g):
     if isinstance(g, tf.IndexedSlices):
         return tf.convert_to_tensor(g)
     return g
-
-
-def get(strategy: str = "default", mesh: Optional[str] = None, layout_rules: Any = None,
-        virtual_devices: Optional[int] = None, tpu: Optional[str] = None,
-        num_devices: Optional[int] = None, workers: Optional[Sequence[str]] = None,
-        worker_index: Optional[int] = None) -> Distribution:
-    """The distribution for a run.
-
-    Args:
-        strategy: "default", "mirrored", "multi_worker" or "tpu" (tf.distribute, data parallel).
-        mesh: a DTensor mesh spec such as "batch:2,model:4" (data + model parallel); excludes a
-            non-default strategy.
-        layout_rules: for a mesh, ordered (regex, spec) pairs; None takes them from gin
-            (`mesh_layout.rules`, see gin/mesh/*.gin).
-        virtual_devices: split the host CPU into this many logical devices first (tests, and
-            trying a mesh on a laptop); must come before TF initialises its devices.
-        tpu: TPU name or address for the TPU cluster resolver (None: TPU_NAME or local).
-        num_devices: mirrored only: use the first N devices instead of all.
-        workers, worker_index: multi_worker only: the cluster instead of TF_CONFIG.
-    """
-    if virtual_devices:
-        from zoo.distribute.devices import set_virtual_devices
-        set_virtual_devices(virtual_devices)
-    if strategy not in STRATEGIES:
-        from zoo.errors import UnknownNameError, suggest
-        raise UnknownNameError(f"unknown strategy {strategy!r}; "
-                               f"{suggest(strategy, STRATEGIES, what='strategy')}")
-    if mesh:
-        if strategy != "default":
-            raise ZooError(f"--mesh={mesh} and --strategy={strategy} exclude each other: a mesh "
-                           f"already spreads the batch (its 'batch' axis); drop --strategy")
-        from zoo.distribute.mesh import MeshDistribution
-        return MeshDistribution(mesh, layout_rules=layout_rules)
-    if strategy == "default":
-        return Distribution()
-    from zoo.distribute import strategies
-    return strategies.create(strategy, tpu_name=tpu, num_devices=num_devices, workers=workers,
-                             worker_index=worker_index)

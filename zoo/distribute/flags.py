@@ -51,8 +51,8 @@ def mesh_from_gin_or_flag():
     """--mesh, else `mesh_layout.mesh` from gin, else None ('none' means None)."""
     value = FLAGS.mesh if "mesh" in FLAGS else None
     if value is None:
-        from zoo.distribute.mesh import gin_mesh_layout
-        value = gin_mesh_layout()[0]
+        from zoo.distribute.rules import gin_mesh_layout
+        value = gin_mesh_layout().mesh
     if value is not None and str(value).strip().lower() in ("", "none", "off"):
         return None
     return value
@@ -67,7 +67,7 @@ def set_virtual_devices_from_flags() -> None:
 
 def from_flags():
     """The `Distribution` the flags (and gin's mesh_layout) ask for."""
-    from zoo.distribute.base import get
+    from zoo.distribute.factory import get
     define()
     set_virtual_devices_from_flags()
     return get(strategy=FLAGS.strategy, mesh=mesh_from_gin_or_flag(), tpu=FLAGS.tpu,

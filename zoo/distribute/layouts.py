@@ -4,19 +4,20 @@
     print(format_report(report))
 
 The model (and the optimizer's slots) are built under a variable creator that asks the same
-`LayoutPlanner` a mesh run uses and returns a scalar placeholder instead of the weight, so
-parti_20b is planned in a few seconds and MiB of memory, and no device of the mesh is needed.
+`LayoutPlanner` a mesh run uses and returns a scalar placeholder instead of the weight (the
+weight's shape comes from tracing its initializer in a scratch graph, which allocates
+nothing), so parti_20b is planned in a few seconds and MiB of memory, and no device of the
+mesh is needed.
 """
 
 import dataclasses
 from typing import Dict, List, Optional, Sequence
 
-from zoo.distribute.mesh import (STANDARD_AXES, LayoutPlanner, LayoutRules, Planned, mesh_string,
-                                 num_devices_of, parse_mesh)
+from zoo.distribute.planner import LayoutPlanner, Planned
+from zoo.distribute.rules import (LARGE_PARAMS, STANDARD_AXES, LayoutRules, mesh_string,
+                                  num_devices_of, parse_mesh, unsharded_large_weights)
 from zoo.errors import ZooError
 
-# A weight bigger than this left replicated under a model axis is flagged.
-LARGE_PARAMS = 1_000_000
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 
@@ -59,7 +60,7 @@ def _dtype_size(dtype: str) -> int:
 
 
 def plan_model(model: str, mesh: str, rules: Sequence, optimizer: Optional[str] = "adafactor",
-               overrides: Optional[Dict] = None) -> Report:
+               overrides: Optional[Dict] = None, allow_replicated: Sequence[str] = ()) -> Report:
     """Plans every weight (and optimizer slot) of registered model `model` on `mesh`.
 
     Args:
@@ -69,6 +70,7 @@ def plan_model(model: str, mesh: str, rules: Sequence, optimizer: Optional[str] 
         optimizer: a registered optimizer name (OPTIMIZERS, e.g. 'adafactor'), a Keras
             optimizer name ('adam'), or None for the weights only.
         overrides: constructor overrides for the model.
+        allow_replicated: regexes of large weights that may stay replicated (not flagged).
     """
     import tensorflow as tf
 
@@ -78,21 +80,10 @@ def plan_model(model: str, mesh: str, rules: Sequence, optimizer: Optional[str] 
     planner = LayoutPlanner(LayoutRules(rules, axes))
 
     def creator(next_creator, **kw):
-        value = kw.get("initial_value")
-        plan = None
-        from zoo.distribute.mesh import _inspect_creation
-        kvar = _inspect_creation()[0]
-        if kvar is not None and callable(value):
-            # Keras passes `lambda: initializer(shape)`: never called, nothing allocated.
-            plan = planner.plan(kw.get("name") or "Variable",
-                                trainable=kw.get("trainable", True) is not False)
-            placeholder = tf.zeros([], dtype=plan.dtype)
-        else:
-            value = value() if callable(value) else value
-            value = tf.convert_to_tensor(value, dtype=kw.get("dtype"))
-            planner.plan(kw.get("name") or "Variable", value.shape, value.dtype,
-                         kw.get("trainable", True) is not False)
-            placeholder = value
+        shape, dtype = _shape_and_dtype(kw.get("initial_value"), kw.get("dtype"))
+        plan = planner.plan(kw.get("name") or "Variable", shape, dtype,
+                            kw.get("trainable", True) is not False)
+        placeholder = tf.zeros([], dtype=plan.dtype)
         return next_creator(initial_value=placeholder, trainable=kw.get("trainable", True),
                             name=kw.get("name"), dtype=placeholder.dtype)
 
@@ -105,6 +96,8 @@ def plan_model(model: str, mesh: str, rules: Sequence, optimizer: Optional[str] 
             opt.build(net.trainable_variables)
     planner.raise_errors()
     model_axis = dict(axes).get("model", 1)
+    unsharded = set(unsharded_large_weights(
+        [(p.path, p.shape, p.spec) for p in planner.weights], axes, allow_replicated))
     rows = []
     for plan in planner.planned:
         params = 1
@@ -112,10 +105,21 @@ def plan_model(model: str, mesh: str, rules: Sequence, optimizer: Optional[str] 
             params *= d
         size = _dtype_size(plan.dtype)
         shards = planner.rules.shards(plan.spec) if plan.spec else 1
-        flagged = (plan.kind == "weight" and model_axis > 1 and params > LARGE_PARAMS
-                   and all(a is None for a in plan.spec))
+        flagged = plan.kind == "weight" and plan.path in unsharded
         rows.append(Row(plan, params, params * size, -(-params // shards) * size, flagged))
     return Report(model, mesh_string(axes), optimizer, rows, model_axis)
+
+
+def _shape_and_dtype(value, dtype):
+    """A new variable's shape and dtype without computing its value: a callable initial value
+    (Keras passes `lambda: initializer(shape)`) is traced in a scratch graph."""
+    import tensorflow as tf
+    if callable(value):
+        with tf.Graph().as_default():
+            value = tf.convert_to_tensor(value(), dtype=dtype)
+        return tuple(value.shape), value.dtype
+    value = tf.convert_to_tensor(value, dtype=dtype)
+    return tuple(value.shape), value.dtype
 
 
 def _make_optimizer(name: str):

@@ -14,7 +14,7 @@ from zoo.errors import ZooError
 from zoo.registry import METRICS, SCORERS
 
 
-@METRICS.register("clip_score")
+@METRICS.register("clip_score", needs="a contrastive run (contrastive_scorer.model_dir)")
 class ClipScore:
     """Mean cosine similarity of images to their prompts under a contrastive scorer.
 

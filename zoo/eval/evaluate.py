@@ -163,9 +163,10 @@ def load_images(output_dir, rows: Sequence[Dict[str, Any]]) -> np.ndarray:
 
 
 def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_samples: int = 4,
-             seed: int = 0, batch_size: int = 8, reference: Optional[str] = None,
-             feature_network: str = "inception_v3", shapes_check: Optional[bool] = None,
-             scorer: Optional[Callable] = None, scorer_name: Optional[str] = None,
+             seed: int = 0, batch_size: int = 8, reference=None,
+             feature_network: Optional[str] = None, shapes_check: Optional[bool] = None,
+             scorer: Optional[Callable] = None, similarity: Optional[Callable] = None,
+             extra_metrics: Optional[Dict[str, Any]] = None,
              info: Optional[Dict[str, Any]] = None, progress: bool = True) -> Dict[str, Any]:
     """Generates, scores and reports; returns the results dict (also written to disk).
 
@@ -174,12 +175,18 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
         prompts: the prompt set (`zoo.eval.prompts.load_prompts`).
         output_dir: where images, results and the gallery go.
         num_samples: samples per prompt. seed: sampling seed. batch_size: prompts per call.
-        reference: folder of reference images, or a .npz of their statistics, for FID.
-        feature_network: registered feature network for FID.
+        reference: real images for FID and KID: a folder, a .npz of FID statistics, or an
+            array [N, H, W, 3] in [0, 1] (e.g. a dataset's held-out images).
+        feature_network: registered feature network for FID/KID (None: InceptionV3 when its
+            weights file is present, else `random_conv`; results say which and what follows).
         shapes_check: run the synthetic-shapes checker; None: when every prompt is a shapes
             caption.
         scorer: optional `scorer(images float [N, H, W, 3], texts [N]) -> [N]` image-text
             agreement (contrastive score); its mean is reported as `contrastive_score`.
+        similarity: optional `similarity(images [N, H, W, 3], texts [P]) -> [N, P]` (the
+            reranker's scores of every image with every prompt): gives the caption-following
+            rate and its chance level (`zoo.eval.following`).
+        extra_metrics: more metrics for results.json and the summary (e.g. held-out figures).
         info: extra fields for results.json (model_dir, guidance_scale, ...).
     """
     if not prompts:
@@ -189,7 +196,7 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ZooError(f"--batch_size must be a positive integer, got {batch_size!r}")
     if reference is not None:
-        _check_reference(reference)
+        check_reference(reference)
     if shapes_check and not _all_shapes(prompts):
         raise ZooError("--shapes_check needs synthetic_shapes captions as prompts (e.g. "
                        "--prompts=shapes); some prompts are not")
@@ -231,20 +238,50 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
         for row, s in zip(rows, scores):
             row["contrastive"] = [float(x) for x in s]
 
+    if similarity is not None and len({row["prompt"] for row in rows}) > 1:
+        from zoo.eval.following import caption_following, similarity_matrix
+        texts_p = [row["prompt"] for row in rows]
+        matrix = similarity_matrix(similarity, images, texts_p)
+        follow = caption_following(matrix, texts_p)
+        metrics["caption_following"] = follow["rate"]
+        metrics["caption_following_chance"] = follow["chance"]
+        if all(row.get("scores") for row in rows) and num_samples > 1:
+            # Best first: the reranker's first pick of each prompt against the others'.
+            metrics["caption_following_first_pick"] = caption_following(
+                matrix, texts_p, sample_index=0)["rate"]
+        for row, rate in zip(rows, follow["per_prompt"]):
+            row["caption_following"] = rate
+
+    fid_note = None
     if reference is not None:
-        from zoo.eval.fid import (FrechetInceptionDistance, feature_statistics,
-                                  frechet_distance, save_statistics)
+        from zoo.eval.fid import (FrechetInceptionDistance, available_feature_network,
+                                  feature_statistics, frechet_distance, kernel_distance,
+                                  save_statistics)
+        if feature_network is None:
+            feature_network, fid_note = available_feature_network()
         fid = FrechetInceptionDistance(feature_network=feature_network, batch_size=32)
-        ref_mu, ref_sigma = fid.statistics(reference)
-        if not str(reference).endswith(".npz"):
-            save_statistics(out / FID_STATS_FILE, ref_mu, ref_sigma)
-        metrics["fid"] = frechet_distance(*feature_statistics(fid.features(flat)), ref_mu,
-                                          ref_sigma)
+        generated = fid.features(flat)
         metrics["fid_images"] = int(len(flat))
+        metrics["fid_feature_network"] = feature_network
+        if isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz"):
+            ref_mu, ref_sigma = fid.statistics(reference)  # statistics only: no KID
+        else:
+            ref_features = fid.features(reference)
+            ref_mu, ref_sigma = feature_statistics(ref_features)
+            metrics["kid"] = kernel_distance(generated, ref_features)
+            metrics["fid_reference_images"] = int(len(ref_features))
+            if isinstance(reference, (str, os.PathLike)):
+                save_statistics(out / FID_STATS_FILE, ref_mu, ref_sigma)
+        metrics["fid"] = frechet_distance(*feature_statistics(generated), ref_mu, ref_sigma)
+
+    for name, value in (extra_metrics or {}).items():
+        metrics[name] = value
 
     notes = []
     if reference is None:
         notes.append("FID not computed: pass --reference_dir=<folder of real images>")
+    elif fid_note:
+        notes.append(f"FID/KID feature network: {fid_note}")
     if scorer is None:
         notes.append("contrastive score not computed: no scorer configured (--scorer)")
     results = {**(info or {}), "num_prompts": len(rows), "num_samples": num_samples,
@@ -252,7 +289,8 @@ def evaluate(generate: Generate, prompts: Sequence[Prompt], output_dir, *, num_s
     if shapes_check:
         results["shapes"] = shapes_results
     if reference is not None:
-        results["reference"] = str(reference)
+        results["reference"] = (str(reference) if isinstance(reference, (str, os.PathLike))
+                                else f"{len(reference)} images given as an array")
     json_path, summary_path = report.write_results(out, results)
     entries = [gallery_lib.GalleryEntry(
         prompt=row["prompt"], images=row["images"],
@@ -274,7 +312,12 @@ def _all_shapes(prompts: Sequence[Prompt]) -> bool:
     return True
 
 
-def _check_reference(reference) -> None:
+def check_reference(reference) -> None:
+    """A clear error now (before any generation) when FID's reference is missing or empty."""
+    if not isinstance(reference, (str, os.PathLike)):
+        if np.asarray(reference).ndim != 4 or len(reference) < 2:
+            raise ZooError("FID reference images must be an array [N >= 2, H, W, 3]")
+        return
     path = Path(reference)
     if str(reference).endswith(".npz"):
         if not path.is_file():

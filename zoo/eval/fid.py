@@ -1,4 +1,4 @@
-"""Frechet distance between image sets (FID) and the InceptionV3 feature network it uses.
+"""Frechet distance (FID) and kernel distance (KID) between image sets, and their feature networks.
 
     fid = METRICS.create("fid")                        # InceptionV3 pool features, local weights
     score = fid(generated_images, "path/to/reference_folder")
@@ -12,8 +12,14 @@ symmetric PSD matrix `S1^(1/2) S2 S1^(1/2)` (same eigenvalues as `S1 S2`), which
 stable when the covariances are singular (fewer samples than feature dimensions), where
 `scipy.linalg.sqrtm(S1 @ S2)` returns complex noise.
 
-Feature networks (kind `feature_network`) are callables `features(images) -> [N, D]` for
-float32 images in [0, 1], NHWC, any size (they resize), with an `image_size` attribute.
+KID (`kernel_distance`) is the unbiased squared MMD with a cubic polynomial kernel: unlike FID
+it does not grow as the number of images shrinks, so it is the figure to read for a few hundred.
+
+`available_feature_network()` picks InceptionV3 when its standard weights file is on the
+machine, else `random_conv` (a fixed random conv net, no weights file; figures then compare runs
+of this project only). Feature networks (kind `feature_network`) are callables `features(images)
+-> [N, D]` for float32 images in [0, 1], NHWC, any size (they resize), with an `image_size`
+attribute.
 """
 
 import os
@@ -87,6 +93,46 @@ def frechet_distance_from_features(features1, features2) -> float:
     return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
 
 
+def kernel_distance(features1, features2, max_subset: int = 1000) -> float:
+    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased squared MMD between two
+    feature sets [N1, D], [N2, D] with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3.
+
+    Unlike FID it has no bias that depends on the number of images, which makes it the
+    figure to read for small sets (a few hundred images). Sets larger than `max_subset` are
+    cut to their first `max_subset` rows.
+    """
+    x = np.asarray(features1, np.float64)[:max_subset]
+    y = np.asarray(features2, np.float64)[:max_subset]
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ZooError(f"KID needs two [N, D] feature sets of one width, got {x.shape} and "
+                       f"{y.shape}")
+    m, n = len(x), len(y)
+    if m < 2 or n < 2:
+        raise ZooError(f"KID needs at least 2 images per set, got {m} and {n}")
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1.0) ** 3
+    kyy = (y @ y.T / d + 1.0) ** 3
+    kxy = (x @ y.T / d + 1.0) ** 3
+    value = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+             + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean())
+    return float(value)
+
+
+def available_feature_network() -> Tuple[str, str]:
+    """(name, note) of the feature network FID/KID can use on this machine without a download:
+    InceptionV3 when its standard weights file is present (the published-FID setting), else
+    `random_conv` (a fixed random conv net; the figure compares runs of this project only)."""
+    if default_inception_weights_path().is_file():
+        return "inception_v3", ("InceptionV3 pool features with the standard Keras ImageNet "
+                                "weights (comparable in kind with published FIDs; few images "
+                                "make it biased upwards)")
+    return "random_conv", (
+        f"random_conv: a fixed, untrained conv net (no weights file found at "
+        f"{default_inception_weights_path()}); these FID/KID figures compare runs of this "
+        f"project with each other and are not comparable with published FIDs unless the "
+        f"standard Inception weights file ({INCEPTION_WEIGHTS_FILE}) is given")
+
+
 # -- image loading ---------------------------------------------------------------------------
 
 def list_images(folder) -> list:
@@ -128,7 +174,7 @@ def default_inception_weights_path() -> Path:
     return Path(keras_home) / "models" / INCEPTION_WEIGHTS_FILE
 
 
-@FEATURE_NETWORKS.register("inception_v3")
+@FEATURE_NETWORKS.register("inception_v3", needs="the InceptionV3 ImageNet weights file")
 class InceptionV3Features:
     """InceptionV3 (keras.applications) pool features [N, 2048], ImageNet weights from a local file.
 
@@ -172,6 +218,30 @@ class InceptionV3Features:
         return self.model(images * 2.0 - 1.0, training=False)
 
 
+@FEATURE_NETWORKS.register("random_conv")
+class RandomConvFeatures:
+    """Features [N, 112] of a fixed random conv net (`tiny_conv`: 16, 32, 64 channels), each
+    stage average-pooled over the image and concatenated. Needs no weights file; figures made
+    with it compare runs of this project only (they are not published-FID comparable).
+
+    Args:
+        seed: initialisation seed of the conv net (the same seed, the same network).
+        image_size: side the images are resized to first.
+    """
+
+    def __init__(self, seed: int = 0, image_size: int = 64):
+        from zoo.models.feature_networks import tiny_conv
+        self.net = tiny_conv(seed=seed)
+        self.image_size = int(image_size)
+
+    def __call__(self, images):
+        import tensorflow as tf
+        images = tf.image.resize(tf.convert_to_tensor(images, tf.float32),
+                                 (self.image_size, self.image_size), method="bilinear")
+        maps = self.net(images, training=False)
+        return tf.concat([tf.reduce_mean(m, axis=[1, 2]) for m in maps], axis=-1)
+
+
 def _feature_network(feature_network):
     if isinstance(feature_network, str):
         return FEATURE_NETWORKS.create(feature_network)
@@ -184,7 +254,7 @@ def _feature_network(feature_network):
 ImageSource = Union[str, os.PathLike, np.ndarray, Sequence]
 
 
-@METRICS.register("fid")
+@METRICS.register("fid", tiny={"feature_network": "tiny_conv"})
 class FrechetInceptionDistance:
     """FID between generated images and a reference set, with a registered feature network.
 

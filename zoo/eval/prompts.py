@@ -1,6 +1,6 @@
 """Prompt sets for sampling and evaluation: PartiPrompts TSV, plain text files, shapes captions.
 
-    load_prompts("partiprompts")            # ../shared/data/partiprompts/PartiPrompts.tsv
+    load_prompts("partiprompts")            # PartiPrompts, shipped in zoo/eval/data/
     load_prompts("my_prompts.tsv")          # any TSV with a `Prompt` column (+ Category, ...)
     load_prompts("my_prompts.txt")          # one prompt per line
     load_prompts("shapes")                  # held-out captions of the synthetic shapes data
@@ -11,16 +11,16 @@ a double quote (`"G I G G L E" painted in ...`), which csv's default dialect wou
 """
 
 import dataclasses
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from zoo.errors import ZooError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# The published PartiPrompts set, kept outside the repository next to it.
-PARTIPROMPTS_PATH = PROJECT_ROOT.parent / "shared" / "data" / "partiprompts" / "PartiPrompts.tsv"
-PARTIPROMPTS_ENV = "ZOO_PARTIPROMPTS"  # overrides PARTIPROMPTS_PATH
+# The published PartiPrompts set (Apache 2.0), package data of zoo (see data/README.md).
+PARTIPROMPTS_RESOURCE = ("zoo.eval", "data/PartiPrompts.tsv")
+PARTIPROMPTS_ENV = "ZOO_PARTIPROMPTS"  # another copy instead
 SHAPES_NAMES = ("shapes", "synthetic_shapes")
 DEFAULT_SHAPES_PROMPTS = 64
 
@@ -40,7 +40,11 @@ class Prompt:
 
 
 def partiprompts_path() -> Path:
-    return Path(os.environ.get(PARTIPROMPTS_ENV) or PARTIPROMPTS_PATH)
+    """The PartiPrompts TSV: $ZOO_PARTIPROMPTS, else the copy installed with zoo."""
+    if os.environ.get(PARTIPROMPTS_ENV):
+        return Path(os.environ[PARTIPROMPTS_ENV])
+    package, name = PARTIPROMPTS_RESOURCE
+    return Path(str(importlib.resources.files(package).joinpath(name)))
 
 
 def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0,
@@ -59,9 +63,11 @@ def load_prompts(spec: str, limit: Optional[int] = None, seed: int = 0,
     if spec.lower() in ("partiprompts", "parti", "p2"):
         path = partiprompts_path()
         if not path.is_file():
-            raise ZooError(f"PartiPrompts file {str(path)!r} not found; get PartiPrompts.tsv from "
-                           f"https://github.com/google-research/parti and pass its path with "
-                           f"--prompts=<path> (or set {PARTIPROMPTS_ENV})")
+            where = (f"${PARTIPROMPTS_ENV} names" if os.environ.get(PARTIPROMPTS_ENV) else
+                     "zoo ships it as package data at")
+            raise ZooError(f"PartiPrompts file {str(path)!r} not found ({where} it); reinstall "
+                           f"zoo, or get PartiPrompts.tsv from https://github.com/google-research/"
+                           f"parti and pass its path with --prompts=<path>")
         prompts = read_tsv(path)
     elif spec.lower() in SHAPES_NAMES:
         return shapes_prompts(limit or DEFAULT_SHAPES_PROMPTS, seed=seed, config=shapes_config)

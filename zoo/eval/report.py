@@ -130,6 +130,14 @@ def write_results(output_dir, results: Dict[str, Any]) -> Tuple[Path, Path]:
     return json_path, summary_path
 
 
+def summary_lines(output_dir, results: Dict[str, Any]) -> str:
+    """The summary written to `output_dir`, then where the results, gallery and grid are."""
+    out = Path(output_dir)
+    text = (out / SUMMARY_NAME).read_text(encoding="utf-8")
+    return (f"{text}\nresults: {out / RESULTS_NAME}\ngallery: {out / 'index.html'}\n"
+            f"grid:    {results.get('grid')}\n")
+
+
 def read_results(output_dir) -> Optional[Dict[str, Any]]:
     path = Path(output_dir) / RESULTS_NAME
     if not path.is_file():

@@ -19,7 +19,8 @@ from zoo.errors import ZooError
 from zoo.registry import METRICS
 
 
-@METRICS.register("shapes_acceptance")
+@METRICS.register("shapes_acceptance", tiny=lambda: dict(
+    captions=["a red circle"], images=np.zeros((1, 32, 32, 3), np.float32)))
 def shapes_acceptance(captions: Sequence[str], images) -> Dict[str, Any]:
     """Share of images the synthetic-shapes checker accepts, overall and per caption feature.
 

@@ -87,8 +87,9 @@ class FactorizedQuantizer(keras.layers.Layer):
         loss = codebook_loss + self.beta * commit_loss
         zq = zn + ops.stop_gradient(e - zn)
         flat_codes = ops.reshape(codes, (-1,))
-        hist = ops.bincount(flat_codes, minlength=self.codebook_size)
-        hist = ops.cast(hist[: self.codebook_size], "float32")
+        # A segment sum, not bincount: XLA (TPUs) needs the histogram's size at compile time.
+        hist = tf.math.unsorted_segment_sum(tf.ones_like(flat_codes, tf.float32),
+                                            tf.cast(flat_codes, tf.int32), self.codebook_size)
         probs = hist / ops.maximum(ops.sum(hist), 1.0)
         perplexity = ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
         if training:
@@ -108,8 +109,10 @@ class FactorizedQuantizer(keras.layers.Layer):
         logits = ops.log(errors + 1e-8)[None, :]
         # Stateless, seeded by the checkpointed counter: a resumed run draws the same sample
         # (an unseeded random op restarts its stream on resume; see tests/test_resume.py).
-        seed = tf.stack([tf.cast(tf.convert_to_tensor(self.counter), tf.int64),
-                         tf.constant(0x5EED, tf.int64)])
+        # int32 seeds: XLA (TPUs) compiles stateless_categorical only with them; the draws are
+        # those of the int64 seeds of the same values.
+        seed = tf.stack([tf.cast(tf.convert_to_tensor(self.counter) % (2 ** 31), tf.int32),
+                         tf.constant(0x5EED, tf.int32)])
         idx = tf.random.stateless_categorical(logits, self.codebook_size, seed=seed,
                                               dtype=tf.int32)[0]
         self.latents.assign(ops.take(flat_latents, idx, axis=0))

@@ -35,6 +35,7 @@ from zoo.attention import native
 from zoo.attention.base import MASK_VALUE, AttentionKernel, softmax_attention
 from zoo.errors import ZooError
 from zoo.layers import packed
+from zoo.layers.tracking import track_layers  # noqa: F401  (re-exported for the models)
 
 
 def _policy(dtype):
@@ -59,14 +60,6 @@ def kernel_spec(kernel, name):
     """The JSON-able spec that rebuilds `kernel`: its name, or {'name': ..., **config}."""
     config = kernel.get_config() if hasattr(kernel, "get_config") else {}
     return {"name": name, **config} if config else name
-
-
-def track_layers(owner, layers, prefix="layer_"):
-    """Sets `owner.<prefix><i>` for each layer: tf.train.Checkpoint does not follow Keras 3
-    layers kept only in a Python list (their weights would silently not be saved)."""
-    for i, layer in enumerate(layers):
-        setattr(owner, f"{prefix}{i}", layer)
-    return layers
 
 
 def _in_place(*tensors):
@@ -155,7 +148,9 @@ class MultiHeadProjection(keras.layers.Layer):
                 "memory_width": self.memory_width}
 
 
-@keras.saving.register_keras_serializable(package="zoo")
+# `CausalSelfAttention`: both self-attention layers were once `zoo>SelfAttention` (Keras kept the
+# last imported); zoo/layers/legacy.py still loads what was saved under that name.
+@keras.saving.register_keras_serializable(package="zoo", name="CausalSelfAttention")
 class SelfAttention(MultiHeadProjection):
     """Causal self-attention over an image grid with a pluggable kernel (decoder).
 

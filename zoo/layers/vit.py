@@ -5,19 +5,18 @@ import math
 import keras
 from keras import ops
 
-
-def track_list(owner, prefix, layers):
-    """Sets each layer of a list as its own attribute (`prefix0`, `prefix1`, ...).
-
-    Keras 3 layers held only in a Python list are not tf.train.Checkpoint dependencies (their
-    weights are silently left out of checkpoints written with tf.train.Checkpoint); as named
-    attributes they are.
-    """
-    for i, layer in enumerate(layers):
-        setattr(owner, f"{prefix}{i}", layer)
-
+from zoo.compat import RENAMED_VIT_VQGAN, renamed
+from zoo.layers.tracking import track_layers
 
 _INIT = "glorot_uniform"
+
+
+class _WidthWasDim:
+    """Configs saved when these layers said `dim` for their width still load."""
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(renamed(config, RENAMED_VIT_VQGAN))
 
 
 def _dense(units, name, activation=None, use_bias=True):
@@ -26,19 +25,19 @@ def _dense(units, name, activation=None, use_bias=True):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PatchEmbed(keras.layers.Layer):
-    """Splits images into non-overlapping patches and projects each one to `dim`.
+class PatchEmbed(_WidthWasDim, keras.layers.Layer):
+    """Splits images into non-overlapping patches and projects each one to `width`.
 
     Args:
         patch_size: int. Side of a square patch.
-        dim: int. Output width.
+        width: int. Output width.
     """
 
-    def __init__(self, patch_size, dim, **kwargs):
+    def __init__(self, patch_size, width, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = patch_size
-        self.dim = dim
-        self.proj = _dense(dim, "proj")
+        self.width = width
+        self.proj = _dense(width, "proj")
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -48,7 +47,7 @@ class PatchEmbed(keras.layers.Layer):
         return self.proj(patchify(images, self.patch_size))
 
     def get_config(self):
-        return {**super().get_config(), "patch_size": self.patch_size, "dim": self.dim}
+        return {**super().get_config(), "patch_size": self.patch_size, "width": self.width}
 
 
 def patchify(images, patch_size):
@@ -72,53 +71,55 @@ def unpatchify(tokens, grid, patch_size, channels):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(_WidthWasDim, keras.layers.Layer):
     """Learned absolute position embeddings added to a fixed-length token sequence.
 
     Args:
         length: int. Number of tokens.
-        dim: int. Token width.
+        width: int. Token width.
     """
 
-    def __init__(self, length, dim, **kwargs):
+    def __init__(self, length, width, **kwargs):
         super().__init__(**kwargs)
         self.length = length
-        self.dim = dim
+        self.width = width
 
     def build(self, input_shape):
         self.embedding = self.add_weight(
-            name="embedding", shape=(self.length, self.dim),
+            name="embedding", shape=(self.length, self.width),
             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
 
     def call(self, x):
         return x + ops.cast(self.embedding, x.dtype)[None]
 
     def get_config(self):
-        return {**super().get_config(), "length": self.length, "dim": self.dim}
+        return {**super().get_config(), "length": self.length, "width": self.width}
 
 
-@keras.saving.register_keras_serializable(package="zoo")
-class SelfAttention(keras.layers.Layer):
+# `ViTSelfAttention`: both self-attention layers were once `zoo>SelfAttention` (Keras kept the
+# last imported); zoo/layers/legacy.py still loads what was saved under that name.
+@keras.saving.register_keras_serializable(package="zoo", name="ViTSelfAttention")
+class SelfAttention(_WidthWasDim, keras.layers.Layer):
     """Bidirectional multi-head self-attention with a fused qkv projection.
 
     Args:
-        dim: int. Input and output width.
+        width: int. Input and output width.
         heads: int. Number of heads.
-        head_dim: int or None. Width of one head; None means dim // heads. The inner width
-            heads * head_dim may differ from dim.
+        head_dim: int or None. Width of one head; None means width // heads. The inner width
+            heads * head_dim may differ from width.
         dropout: float. Dropout on the attention probabilities.
     """
 
-    def __init__(self, dim, heads, head_dim=None, dropout=0.0, **kwargs):
+    def __init__(self, width, heads, head_dim=None, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.dim = dim
+        self.width = width
         self.heads = heads
         self.head_dim = head_dim
         self.dropout = dropout
-        self._head_dim = head_dim or dim // heads
+        self._head_dim = head_dim or width // heads
         inner = heads * self._head_dim
         self.qkv = _dense(3 * inner, "qkv")
-        self.out = _dense(dim, "out")
+        self.out = _dense(width, "out")
         self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape):
@@ -129,7 +130,7 @@ class SelfAttention(keras.layers.Layer):
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         h, d = self.heads, self._head_dim
         # Split the unsharded '3' axis, never index a leading [3, B, ...] axis: under a DTensor
-        # mesh, strided slices of a tensor whose batch axis is not dim 0 come out wrong
+        # mesh, strided slices of a tensor whose batch axis is not axis 0 come out wrong
         # (TF 2.21; tests/test_distribute_mesh.py checks the ViT-VQGAN against one device).
         qkv = ops.reshape(self.qkv(x), (b, n, 3, h, d))
         q, k, v = [ops.transpose(ops.squeeze(t, 2), (0, 2, 1, 3))  # [B, heads, N, d]
@@ -142,34 +143,34 @@ class SelfAttention(keras.layers.Layer):
         return self.out(y)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
                 "head_dim": self.head_dim, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(_WidthWasDim, keras.layers.Layer):
     """Pre-LayerNorm transformer block: x + attn(LN(x)); x + MLP(LN(x)) with GELU.
 
     Args:
-        dim: int. Token width.
+        width: int. Token width.
         heads: int. Attention heads.
         mlp_dim: int. Hidden width of the MLP.
-        head_dim: int or None. Width of one attention head (None: dim // heads).
+        head_dim: int or None. Width of one attention head (None: width // heads).
         dropout: float. Dropout after attention and MLP.
     """
 
-    def __init__(self, dim, heads, mlp_dim, head_dim=None, dropout=0.0, **kwargs):
+    def __init__(self, width, heads, mlp_dim, head_dim=None, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.dim = dim
+        self.width = width
         self.heads = heads
         self.mlp_dim = mlp_dim
         self.head_dim = head_dim
         self.dropout = dropout
         self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm1")
-        self.attn = SelfAttention(dim, heads, head_dim=head_dim, dropout=dropout, name="attn")
+        self.attn = SelfAttention(width, heads, head_dim=head_dim, dropout=dropout, name="attn")
         self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm2")
         self.fc1 = _dense(mlp_dim, "fc1", activation="gelu")
-        self.fc2 = _dense(dim, "fc2")
+        self.fc2 = _dense(width, "fc2")
         self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape):
@@ -183,34 +184,34 @@ class TransformerBlock(keras.layers.Layer):
         return x + self.drop(y, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
                 "mlp_dim": self.mlp_dim, "head_dim": self.head_dim, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class ViTStack(keras.layers.Layer):
+class ViTStack(_WidthWasDim, keras.layers.Layer):
     """Position embeddings + `blocks` transformer blocks + a final LayerNorm.
 
     Args:
         length: int. Number of tokens (fixed; position embeddings are learned).
         blocks: int. Number of transformer blocks.
-        dim, heads, mlp_dim, head_dim, dropout: as in `TransformerBlock`.
+        width, heads, mlp_dim, head_dim, dropout: as in `TransformerBlock`.
     """
 
-    def __init__(self, length, blocks, dim, heads, mlp_dim, head_dim=None, dropout=0.0,
+    def __init__(self, length, blocks, width, heads, mlp_dim, head_dim=None, dropout=0.0,
                  **kwargs):
         super().__init__(**kwargs)
         self.length = length
         self.blocks = blocks
-        self.dim = dim
+        self.width = width
         self.heads = heads
         self.mlp_dim = mlp_dim
         self.head_dim = head_dim
         self.dropout = dropout
-        self.pos = PositionEmbedding(length, dim, name="pos")
-        self.layers_ = [TransformerBlock(dim, heads, mlp_dim, head_dim=head_dim, dropout=dropout,
+        self.pos = PositionEmbedding(length, width, name="pos")
+        self.layers_ = [TransformerBlock(width, heads, mlp_dim, head_dim=head_dim, dropout=dropout,
                                          name=f"block{i}") for i in range(blocks)]
-        track_list(self, "block", self.layers_)
+        track_layers(self, self.layers_, "block")
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
 
     def build(self, input_shape):
@@ -227,7 +228,7 @@ class ViTStack(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "length": self.length, "blocks": self.blocks,
-                "dim": self.dim, "heads": self.heads, "mlp_dim": self.mlp_dim,
+                "width": self.width, "heads": self.heads, "mlp_dim": self.mlp_dim,
                 "head_dim": self.head_dim, "dropout": self.dropout}
 
 
@@ -258,9 +259,9 @@ class TanhHead(keras.layers.Layer):
         return {**super().get_config(), "hidden": self.hidden, "units": self.units}
 
 
-def transformer_block_params(dim, heads, mlp_dim, head_dim=None):
+def transformer_block_params(width, heads, mlp_dim, head_dim=None):
     """Parameter count of one `TransformerBlock` (analytic, no weights allocated)."""
-    inner = heads * (head_dim or dim // heads)
-    attn = dim * 3 * inner + 3 * inner + inner * dim + dim
-    mlp = dim * mlp_dim + mlp_dim + mlp_dim * dim + dim
-    return attn + mlp + 4 * dim  # two LayerNorms
+    inner = heads * (head_dim or width // heads)
+    attn = width * 3 * inner + 3 * inner + inner * width + width
+    mlp = width * mlp_dim + mlp_dim + mlp_dim * width + width
+    return attn + mlp + 4 * width  # two LayerNorms

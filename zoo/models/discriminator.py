@@ -5,8 +5,7 @@ import math
 import keras
 from keras import ops
 
-from zoo.layers.vit import track_list
-
+from zoo.layers.tracking import track_layers
 from zoo.registry import DISCRIMINATORS
 
 
@@ -64,7 +63,7 @@ class StyleGANDiscriminator(keras.Model):
         widths = [min(channels * 2 ** i, max_channels) for i in range(levels + 1)]
         self.from_rgb = keras.layers.Conv2D(widths[0], 1, name="from_rgb")
         self.down = [DownBlock(widths[i + 1], name=f"down{i}") for i in range(levels)]
-        track_list(self, "down", self.down)
+        track_layers(self, self.down, "down")
         self.final_conv = keras.layers.Conv2D(widths[-1], 3, padding="same", name="final_conv")
         self.fc = keras.layers.Dense(widths[-1], name="fc")
         self.out = keras.layers.Dense(1, name="out")

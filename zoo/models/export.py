@@ -2,20 +2,12 @@
 
     export_model_dir("runs/demo/parti", "runs/demo/export")   # what zoo-export runs
 
-Serve it with nothing but TensorFlow and tensorflow-text (which registers the SentencePiece
-ops the graph uses):
-
-    import tensorflow as tf, tensorflow_text  # noqa: F401
-    model = tf.saved_model.load("runs/demo/export")
-    out = model.signatures["serving_default"](prompts=tf.constant(["a red circle"]))
-    out = model.signatures["generate"](
-        prompts=tf.constant(["a red circle", "two blue squares"]),
-        seed=tf.constant(7, tf.int64), num_samples=tf.constant(4),
-        guidance_scale=tf.constant(1.2))
-    out["images"]     # uint8 [2, 4, H, W, 3]
-    out["png"]        # string [2, 4]: PNG files (tf.io.write_file(path, out["png"][0, 0]))
-    out["codes"]      # int32 [2, 4, h, w] image codes
-    out["truncated"]  # bool [2]: prompts cut at the tokenizer's max length
+The SavedModel needs only TensorFlow and tensorflow-text (`import tensorflow_text` registers
+the SentencePiece ops of its graph); `zoo-export --help` shows it served. Its `generate`
+signature takes `prompts` string [B], `seed` int64, `num_samples` int32 [] (N) and
+`guidance_scale` float32 [], and returns `images` uint8 [B, N, H, W, 3], `png` string [B, N]
+(PNG files), `codes` int32 [B, N, h, w] and `truncated` bool [B] (prompts cut at the
+tokenizer's max length).
 
 Signatures: `serving_default` takes only `prompts` (seed, number of samples and guidance scale
 as exported); `generate` takes all four. Sample s of prompt p depends only on (seed, p, s), as
@@ -24,6 +16,7 @@ Temperature, top-k and top-p are fixed at export time (flags).
 """
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -148,15 +141,24 @@ def export(module, output_dir, info=None) -> Path:
 
 
 def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=None,
-                     temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, num_samples=1,
-                     seed=0) -> Path:
-    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder."""
+                     temperature=None, top_k=None, top_p=None, guidance_scale=None,
+                     num_samples=1, seed=0) -> Path:
+    """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder.
+
+    Sampling settings left None take the run's recorded ones (sampling.json), else defaults.
+    """
     if not model_dir:
         raise ZooError("--model_dir is required: the directory of a `parti` zoo-train run")
     if not os.path.isdir(model_dir):
         raise ZooError(f"--model_dir {model_dir!r} does not exist; pass the directory of a "
                        f"`parti` zoo-train run (e.g. runs/demo/parti from zoo-demo)")
+    from zoo.models import sampling_settings
     from zoo.models.sampling import TextToImage
+    settings = sampling_settings.resolve(model_dir, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, guidance_scale=guidance_scale)
+    logging.getLogger("zoo").info("zoo-export: sampling settings: %s", settings.describe())
+    temperature, top_k, top_p, guidance_scale = (settings.values[k]
+                                                 for k in sampling_settings.KEYS)
     pipe = TextToImage.from_model_dir(model_dir, step=step, upsampler_dir=upsampler_dir)
     upsampler = pipe.upsampler.upsample if pipe.upsampler is not None else None
     module = build_serving_module(

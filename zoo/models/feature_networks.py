@@ -30,7 +30,7 @@ def default_vgg16_path():
     return os.path.join(keras_models_dir(), VGG16_FILE)
 
 
-@FEATURE_NETWORKS.register("vgg16")
+@FEATURE_NETWORKS.register("vgg16", needs="the VGG16 ImageNet weights file")
 def vgg16(weights_path=None, layers=VGG16_LAYERS):
     """VGG16 conv features (LPIPS layers) with ImageNet weights from a local .h5 file.
 

@@ -4,10 +4,13 @@
     logits = model({"text_tokens": ids, "text_mask": mask, "image_codes": codes})  # [B, N, V]
 
 The text encoder is a registered text encoder chosen by name (`text_encoder=`, default
-`parti_encoder`); the decoder predicts the image codes in raster order with causal sparse
-self-attention whose kernel is chosen per layer by registry name (`decoder_attention=`;
-default DALL-E's schedule: column when (i - 2) % 4 == 0, else row, conv_shaped in the last
-layer), cross-attention to the text, and an extra LayerNorm before the logits.
+`parti_encoder`); the decoder is a registered decoder chosen by name (`decoder=`, default
+`parti_decoder`, the `ImageDecoder` below). It predicts the image codes in raster order with
+causal sparse self-attention whose kernel is chosen per layer by registry name
+(`decoder_attention=`; default DALL-E's schedule: column when (i - 2) % 4 == 0, else row,
+conv_shaped in the last layer), cross-attention to the text, and an extra LayerNorm before the
+logits. What the training task, the sampler and the export rely on (the model and decoder
+contracts) is written down in `zoo.models.contract` and docs/architecture.md.
 
 Classifier-free guidance: examples flagged `unconditional` (dropped prompts in training, the
 empty prompt in sampling) replace the text memory by one learned vector
@@ -49,11 +52,12 @@ import tensorflow as tf
 from keras import ops
 
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
-from zoo.errors import ZooError
+from zoo.compat import RENAMED_OPTIONS, renamed
+from zoo.errors import ZooError, check_positive_ints
 from zoo.layers import packed
 from zoo.layers.transformer import BlockWeights, DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
-from zoo.registry import ATTENTION, MODELS, TEXT_ENCODERS
+from zoo.registry import ATTENTION, DECODERS, MODELS, TEXT_ENCODERS
 
 # Parti Table 1 (the text vocabulary and length from Sec. 2 of the paper).
 TEXT_VOCAB_SIZE = 16000
@@ -68,12 +72,6 @@ def dalle_schedule(layers: int):
     names = ["column" if (i - 2) % 4 == 0 else "row" for i in range(layers)]
     names[-1] = "conv_shaped"
     return names
-
-
-def _positive_int(owner, **values):
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive int, got {value!r}")
 
 
 class DecoderWeights(NamedTuple):
@@ -93,9 +91,16 @@ class DecoderWeights(NamedTuple):
             packed.nbytes(self.logits)
 
 
+@DECODERS.register("parti_decoder", tiny=dict(image_grid=(2, 2), image_vocab_size=8, layers=2,
+                                              width=8, heads=2, mlp_dim=16,
+                                              attention=["row", "column"]))
 @keras.saving.register_keras_serializable(package="zoo")
 class ImageDecoder(keras.layers.Layer):
-    """Causal decoder over the image grid: predicts code t from codes < t and the text.
+    """Parti's causal decoder over the image grid (learned row + column position embeddings).
+
+    Predicts code t from codes < t and the text memory. A decoder with other position
+    embeddings subclasses it and overrides `make_position_embedding`, `build_position_embedding`
+    and `positions` (the example plugin's `example_sincos_decoder` does).
 
     Args:
         image_grid: (h, w) of the code grid (raster order).
@@ -124,13 +129,9 @@ class ImageDecoder(keras.layers.Layer):
             raise ZooError(f"decoder_attention lists {len(attention)} kernels for {layers} "
                            f"decoder layers; give one per layer")
         policy = "mixed_bfloat16" if mixed_precision else None
-        h, w = self.image_grid
         self.token_embedding = keras.layers.Embedding(image_vocab_size + 1, width,
                                                       name="token_embedding", dtype=policy)
-        self.row_embedding = keras.layers.Embedding(h, width, name="row_embedding",
-                                                    dtype=policy)
-        self.column_embedding = keras.layers.Embedding(w, width, name="column_embedding",
-                                                       dtype=policy)
+        self.make_position_embedding(policy)
         self.blocks = track_layers(self, [
             DecoderBlock(width, heads, mlp_dim, attention=spec, memory_width=memory_width,
                          dropout=dropout, name=f"layer_{i}", dtype=policy)
@@ -149,9 +150,21 @@ class ImageDecoder(keras.layers.Layer):
     def num_tokens(self):
         return self.image_grid[0] * self.image_grid[1]
 
-    def build(self, input_shape=None):
-        for emb in (self.token_embedding, self.row_embedding, self.column_embedding):
+    def make_position_embedding(self, dtype):
+        """Creates the layers of the position embedding: learned row and column tables."""
+        h, w = self.image_grid
+        self.row_embedding = keras.layers.Embedding(h, self.width, name="row_embedding",
+                                                    dtype=dtype)
+        self.column_embedding = keras.layers.Embedding(w, self.width, name="column_embedding",
+                                                       dtype=dtype)
+
+    def build_position_embedding(self):
+        for emb in (self.row_embedding, self.column_embedding):
             emb.build((None, None))
+
+    def build(self, input_shape=None):
+        self.token_embedding.build((None, None))
+        self.build_position_embedding()
         for block in self.blocks:
             block.build()
         self.final_norm.build((None, None, self.width))
@@ -258,9 +271,13 @@ class Parti(keras.Model):
         decoder_attention: None (DALL-E schedule), one kernel name for every layer, or a list
             of kernel specs (registered names or {'name': ..., **config}), one per layer.
         text_encoder: registered text encoder name (default Parti's `parti_encoder`).
-        text_encoder_config: dict of arguments for the text encoder; Parti's own sizes below
+        text_encoder_options: dict of arguments for the text encoder; Parti's own sizes below
             fill in what it accepts and does not set (vocab_size, width, layers, heads,
             mlp_dim, max_length, dropout, mixed_precision).
+        decoder: registered decoder name (default Parti's `parti_decoder`).
+        decoder_options: dict of arguments for the decoder; the sizes here fill in what it
+            accepts and does not set (image_grid, image_vocab_size, layers, width, heads,
+            mlp_dim, attention, memory_width, dropout, mixed_precision).
         encoder_layers: int. Text encoder blocks (Table 1 "encoder layers").
         text_vocab_size: int. Text tokenizer vocabulary (Parti: 16000).
         max_text_length: int. Longest prompt in tokens (Parti: 128).
@@ -271,15 +288,16 @@ class Parti(keras.Model):
 
     def __init__(self, image_grid=IMAGE_GRID, image_vocab_size=IMAGE_VOCAB_SIZE, width=1024,
                  decoder_layers=12, heads=16, mlp_dim=4096, decoder_attention=None,
-                 text_encoder="parti_encoder", text_encoder_config=None, encoder_layers=12,
+                 text_encoder="parti_encoder", text_encoder_options=None, encoder_layers=12,
                  text_vocab_size=TEXT_VOCAB_SIZE, max_text_length=MAX_TEXT_LENGTH,
-                 train_text_encoder=True, dropout=0.1, mixed_precision=False, **kwargs):
+                 train_text_encoder=True, dropout=0.1, mixed_precision=False,
+                 decoder="parti_decoder", decoder_options=None, **kwargs):
         kwargs.setdefault("name", "parti")
         super().__init__(**kwargs)
-        _positive_int("parti", width=width, decoder_layers=decoder_layers, heads=heads,
-                      mlp_dim=mlp_dim, encoder_layers=encoder_layers,
-                      image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
-                      max_text_length=max_text_length)
+        check_positive_ints("parti", width=width, decoder_layers=decoder_layers, heads=heads,
+                            mlp_dim=mlp_dim, encoder_layers=encoder_layers,
+                            image_vocab_size=image_vocab_size, text_vocab_size=text_vocab_size,
+                            max_text_length=max_text_length)
         if width % heads:
             raise ZooError(f"parti.width={width} is not divisible by heads={heads}")
         try:
@@ -287,7 +305,7 @@ class Parti(keras.Model):
         except (TypeError, ValueError):
             raise ZooError(f"parti.image_grid must be (height, width), got {image_grid!r}") \
                 from None
-        _positive_int("parti", image_grid_height=h, image_grid_width=w)
+        check_positive_ints("parti", image_grid_height=h, image_grid_width=w)
         if not 0.0 <= float(dropout) < 1.0:
             raise ZooError(f"parti.dropout must be in [0, 1), got {dropout!r}")
         self.image_grid = (h, w)
@@ -303,14 +321,17 @@ class Parti(keras.Model):
         self.dropout_rate = float(dropout)
         self.mixed_precision = bool(mixed_precision)
         self.text_encoder_name = text_encoder
-        self.text_encoder_config = dict(text_encoder_config or {})
+        self.text_encoder_options = dict(text_encoder_options or {})
+        self.decoder_name = decoder
+        self.decoder_options = dict(decoder_options or {})
 
         specs = self._attention_specs(decoder_attention, decoder_layers)
-        self.text_encoder = _create_text_encoder(
-            text_encoder, self.text_encoder_config,
-            dict(vocab_size=text_vocab_size, width=width, layers=encoder_layers, heads=heads,
-                 mlp_dim=mlp_dim, max_length=max_text_length, dropout=dropout,
-                 mixed_precision=mixed_precision, name="text_encoder"))
+        # The registered parts get the sizes here that they take and their options leave.
+        self.text_encoder = TEXT_ENCODERS.create_with_defaults(
+            text_encoder, self.text_encoder_options,
+            vocab_size=text_vocab_size, width=width, layers=encoder_layers, heads=heads,
+            mlp_dim=mlp_dim, max_length=max_text_length, dropout=dropout,
+            mixed_precision=mixed_precision, name="text_encoder")
         if not self.train_text_encoder:
             self.text_encoder.trainable = False
         encoder_width = getattr(self.text_encoder, "width", None)
@@ -320,11 +341,12 @@ class Parti(keras.Model):
         self.encoder_width = int(encoder_width)
         self.text_projection = (keras.layers.Dense(width, name="text_projection")
                                 if self.encoder_width != width else None)
-        self.decoder = ImageDecoder(self.image_grid, self.image_vocab_size, decoder_layers,
-                                    width, heads, mlp_dim, specs, memory_width=width,
-                                    dropout=dropout, mixed_precision=mixed_precision,
-                                    name="decoder")
-        self.decoder_attention = self.decoder.attention
+        self.decoder = DECODERS.create_with_defaults(
+            decoder, self.decoder_options, image_grid=self.image_grid,
+            image_vocab_size=self.image_vocab_size, layers=decoder_layers, width=width,
+            heads=heads, mlp_dim=mlp_dim, attention=specs, memory_width=width, dropout=dropout,
+            mixed_precision=mixed_precision, name="decoder")
+        self.decoder_attention = getattr(self.decoder, "attention", specs)
 
     @staticmethod
     def _attention_specs(decoder_attention, layers):
@@ -400,11 +422,17 @@ class Parti(keras.Model):
                 "decoder_layers": self.decoder_layers, "heads": self.heads,
                 "mlp_dim": self.mlp_dim, "decoder_attention": list(self.decoder_attention),
                 "text_encoder": self.text_encoder_name,
-                "text_encoder_config": dict(self.text_encoder_config),
+                "text_encoder_options": dict(self.text_encoder_options),
                 "encoder_layers": self.encoder_layers, "text_vocab_size": self.text_vocab_size,
                 "max_text_length": self.max_text_length,
                 "train_text_encoder": self.train_text_encoder, "dropout": self.dropout_rate,
-                "mixed_precision": self.mixed_precision}
+                "mixed_precision": self.mixed_precision, "decoder": self.decoder_name,
+                "decoder_options": dict(self.decoder_options)}
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved when `text_encoder_options` was `text_encoder_config` still load.
+        return super().from_config(renamed(config, RENAMED_OPTIONS))
 
     def architecture(self) -> Dict:
         """The constructor arguments (JSON-able) that rebuild this model without gin."""
@@ -414,25 +442,16 @@ class Parti(keras.Model):
         return config
 
 
-def _create_text_encoder(name, config, defaults):
-    """`TEXT_ENCODERS.create(name, **config)`, adding the Parti defaults the encoder accepts."""
-    entry = TEXT_ENCODERS.entry(name)
-    args = dict(config)
-    for key, value in defaults.items():
-        if key not in args and (entry.params is None or key in entry.params):
-            args[key] = value
-    return TEXT_ENCODERS.create(name, **args)
-
-
 # -- registered sizes ------------------------------------------------------------------------
 
 
 def _size(defaults: Dict, overrides: Dict) -> Parti:
     args = {**defaults, **overrides}
-    # A swapped-in text encoder does not get the default encoder's config.
-    if ("text_encoder" in overrides and "text_encoder_config" not in overrides
-            and overrides["text_encoder"] != defaults.get("text_encoder", "parti_encoder")):
-        args.pop("text_encoder_config", None)
+    # A swapped-in text encoder (decoder) does not get the default one's options.
+    for part, default in (("text_encoder", "parti_encoder"), ("decoder", "parti_decoder")):
+        if (part in overrides and f"{part}_options" not in overrides
+                and overrides[part] != defaults.get(part, default)):
+            args.pop(f"{part}_options", None)
     return Parti(**args)
 
 

@@ -16,9 +16,8 @@ import math
 import keras
 from keras import ops
 
-from zoo.layers.vit import track_list
-
 from zoo.errors import ZooError, check_positive_ints
+from zoo.layers.tracking import track_layers
 from zoo.registry import UPSAMPLERS
 
 
@@ -60,7 +59,7 @@ class WDSRStage(keras.layers.Layer):
         self.head = keras.layers.Conv2D(channels, 3, padding="same", name="head")
         self.body = [WideResBlock(channels, expansion, res_scale, name=f"block{i}")
                      for i in range(blocks)]
-        track_list(self, "block", self.body)
+        track_layers(self, self.body, "block")
         self.tail = keras.layers.Conv2D(3 * 4, 3, padding="same", name="tail")
         self.skip = keras.layers.Conv2D(3 * 4, 5, padding="same", name="skip")
 
@@ -125,7 +124,7 @@ class WDSR(keras.Model):
         self.input_size = input_size
         self.stages = [WDSRStage(blocks, channels, expansion, res_scale, name=f"stage{i}")
                        for i in range(stages)]
-        track_list(self, "stage", self.stages)
+        track_layers(self, self.stages, "stage")
         self.build((None, input_size, input_size, 3))
 
     def build(self, input_shape):

@@ -16,7 +16,8 @@ import keras
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.layers.transformer import EncoderBlock, track_layers
+from zoo.layers.tracking import track_layers
+from zoo.layers.transformer import EncoderBlock
 from zoo.registry import TEXT_ENCODERS
 
 

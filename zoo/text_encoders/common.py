@@ -1,41 +1,22 @@
 """Helpers shared by the text-encoder tasks: building components from names and configs, pooling.
 
-A task stores the *resolved* arguments of what it built (`component_config`), so that
+A task stores the *resolved* arguments of what it built (`component_options`), so that
 `TaskClass(**task.config())` rebuilds the same models without gin.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-import gin
 import keras
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.registry import Registry, as_json, is_json_value
 
 # Keras layer arguments that say nothing about the architecture.
 _NOT_ARCHITECTURE = ("name", "dtype", "trainable")
 
 
-def _jsonable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_jsonable(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
-    return False
-
-
-def gin_bindings(registry: Registry, name: str) -> Dict[str, Any]:
-    """The gin bindings in force for a registered component (empty when none)."""
-    try:
-        return dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
-    except (ValueError, KeyError):
-        return {}
-
-
-def component_config(registry: Registry, name: str, built, overrides=None) -> Dict[str, Any]:
+def component_options(registry: Registry, name: str, built, overrides=None) -> Dict[str, Any]:
     """The arguments that rebuild `built` (created as `registry.create(name, **overrides)`).
 
     Taken from `built.get_config()` for a registered class, else from the gin bindings plus
@@ -53,33 +34,15 @@ def component_config(registry: Registry, name: str, built, overrides=None) -> Di
         except (NotImplementedError, TypeError):
             config = {}
     if not config:
-        config = {**gin_bindings(registry, name), **(overrides or {})}
+        config = registry.resolve(name, overrides)
     accepted = entry.params
     out = {}
     for key, value in config.items():
         if key in _NOT_ARCHITECTURE or (accepted is not None and key not in accepted):
             continue
-        if _jsonable(value):
-            out[key] = list(value) if isinstance(value, tuple) else value
+        if is_json_value(value):
+            out[key] = as_json(value)
     return out
-
-
-def resolved_args(registry: Registry, name: str, overrides=None) -> Dict[str, Any]:
-    """Gin bindings of a component plus `overrides`: what rebuilds it without gin (JSON only)."""
-    args = {**gin_bindings(registry, name), **dict(overrides or {})}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()
-            if _jsonable(v)}
-
-
-def create(registry: Registry, component: str, config: Optional[Dict[str, Any]] = None,
-           **extra):
-    """`registry.create(component, **config)`, adding `extra` arguments it accepts."""
-    config = dict(config or {})
-    params = registry.entry(component).params
-    for key, value in extra.items():
-        if key not in config and value is not None and (params is None or key in params):
-            config[key] = value
-    return registry.create(component, **config)
 
 
 def masked_mean(sequence, mask):
@@ -90,13 +53,6 @@ def masked_mean(sequence, mask):
 
 def l2_normalize(x, axis=-1, eps=1e-6):
     return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True)), eps)
-
-
-def check_positive(owner: str, **values) -> None:
-    """ZooError naming the first argument that is not a positive number."""
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ZooError(f"{owner}.{key} must be a positive number, got {value!r}")
 
 
 def warmup_cosine(learning_rate: float, warmup_steps: int, decay_steps: int,

@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from zoo.errors import ZooError
-from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.errors import ZooError, check_positive_ints, check_positive_numbers
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS
 from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
@@ -78,9 +78,9 @@ class ViTImageEncoder(keras.layers.Layer):
     def __init__(self, image_size=32, patch_size=4, width=128, layers=4, heads=4, mlp_dim=256,
                  dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        common.check_positive("contrastive image tower", image_size=image_size,
-                              patch_size=patch_size, width=width, layers=layers, heads=heads,
-                              mlp_dim=mlp_dim)
+        check_positive_ints("contrastive image tower", image_size=image_size,
+                            patch_size=patch_size, width=width, layers=layers, heads=heads,
+                            mlp_dim=mlp_dim)
         if image_size % patch_size:
             raise ZooError(f"contrastive image tower: patch_size={patch_size} does not divide "
                            f"image_size={image_size}")
@@ -164,19 +164,19 @@ def info_nce(image_embeddings, text_embeddings, logit_scale):
     return (ops.mean(i2t) + ops.mean(t2i)) / 2.0, logits
 
 
-@TASKS.register("contrastive")
+@TASKS.register("contrastive", needs="a SentencePiece model (tokenizer_options)")
 class ContrastiveTask(PretrainingTask):
     """Dual-encoder contrastive pretraining (symmetric InfoNCE, learnable temperature).
 
     Args:
         encoder: registered text encoder name (the text tower; Parti's: 'parti_encoder').
-        encoder_config: its arguments (gin bindings of the encoder apply when None).
+        encoder_options: its arguments (gin bindings of the encoder apply when None).
         tokenizer: registered text tokenizer name.
-        tokenizer_config: its arguments, e.g. {'model_path': 'runs/spm/spm.model'}.
+        tokenizer_options: its arguments, e.g. {'model_path': 'runs/spm/spm.model'}.
         init_text_encoder: optional run directory (e.g. an `mlm` run) whose encoder weights
             initialise the text tower.
         dataset: registered image-caption dataset.
-        dataset_config: arguments of the dataset.
+        dataset_options: arguments of the dataset.
         split: its split.
         image_size, patch_size, image_width, image_layers, image_heads, image_mlp_dim: the ViT.
         embed_dim: width of the joint embedding space.
@@ -187,24 +187,25 @@ class ContrastiveTask(PretrainingTask):
 
     group_name = "contrastive"
 
-    def __init__(self, encoder: str = "parti_encoder", encoder_config: Optional[Dict] = None,
-                 tokenizer: str = "sentencepiece", tokenizer_config: Optional[Dict] = None,
+    def __init__(self, encoder: str = "parti_encoder", encoder_options: Optional[Dict] = None,
+                 tokenizer: str = "sentencepiece", tokenizer_options: Optional[Dict] = None,
                  init_text_encoder: Optional[str] = None,
-                 dataset: str = "synthetic_shapes", dataset_config: Optional[Dict] = None,
+                 dataset: str = "synthetic_shapes", dataset_options: Optional[Dict] = None,
                  split: str = "train", image_size: int = 32, patch_size: int = 4,
                  image_width: int = 128, image_layers: int = 4, image_heads: int = 4,
                  image_mlp_dim: int = 256, embed_dim: int = 128,
                  init_temperature: float = INIT_TEMPERATURE, learning_rate: float = 1e-3,
                  warmup_steps: int = 100, decay_steps: int = 10_000,
                  weight_decay: float = 0.05, clip_norm: Optional[float] = 1.0):
-        common.check_positive("contrastive", embed_dim=embed_dim, learning_rate=learning_rate,
-                              init_temperature=init_temperature)
+        check_positive_ints("contrastive", embed_dim=embed_dim)
+        check_positive_numbers("contrastive", learning_rate=learning_rate,
+                               init_temperature=init_temperature)
         self.image_config = {"image_size": image_size, "patch_size": patch_size,
                              "width": image_width, "layers": image_layers,
                              "heads": image_heads, "mlp_dim": image_mlp_dim}
         ViTImageEncoder(**self.image_config)  # checks the sizes now, not at build()
         self.dataset_name = dataset
-        self.dataset_config = common.resolved_args(DATASETS, dataset, dataset_config)
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.split = split
         self.image_size = int(image_size)
         self.embed_dim = int(embed_dim)
@@ -214,26 +215,16 @@ class ContrastiveTask(PretrainingTask):
         self.decay_steps, self.weight_decay = int(decay_steps), float(weight_decay)
         self.clip_norm = clip_norm
 
-        self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
-        self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
-                                                        self.tokenizer, tokenizer_config)
-        self.vocab_size = int(self.tokenizer.vocab_size)
-        self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_config,
-                              vocab_size=self.vocab_size)
-        self.encoder_config = common.component_config(TEXT_ENCODERS, encoder, probe,
-                                                      encoder_config)
-        del probe
+        self.set_text_side(tokenizer, tokenizer_options, encoder, encoder_options)
         self.model = None
         self.optimizer = None
 
     def config(self) -> Dict[str, Any]:
         image = self.image_config
-        return {"encoder": self.encoder_name, "encoder_config": self.encoder_config,
-                "tokenizer": self.tokenizer_name, "tokenizer_config": self.tokenizer_config,
+        return {"encoder": self.encoder_name, "encoder_options": self.encoder_options,
+                "tokenizer": self.tokenizer_name, "tokenizer_options": self.tokenizer_options,
                 "init_text_encoder": self.init_text_encoder,
-                "dataset": self.dataset_name, "dataset_config": self.dataset_config,
+                "dataset": self.dataset_name, "dataset_options": self.dataset_options,
                 "split": self.split, "image_size": image["image_size"],
                 "patch_size": image["patch_size"], "image_width": image["width"],
                 "image_layers": image["layers"], "image_heads": image["heads"],
@@ -244,8 +235,8 @@ class ContrastiveTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        text_encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_config,
-                                     name="text_encoder")
+        text_encoder = TEXT_ENCODERS.create_with_defaults(
+            self.encoder_name, self.encoder_options, name="text_encoder")
         image_encoder = ViTImageEncoder(**self.image_config, name="image_encoder")
         self.model = DualEncoder(image_encoder, text_encoder, self.embed_dim,
                                  self.init_temperature, name="dual_encoder")
@@ -266,7 +257,7 @@ class ContrastiveTask(PretrainingTask):
 
         # The dataset is built first: its own arguments (e.g. a data `seed`) must not collide
         # with the pipeline's (the data-order `seed`).
-        source = pipeline.get_dataset(self.dataset_name, **self.dataset_config)
+        source = pipeline.get_dataset(self.dataset_name, **self.dataset_options)
         ds = pipeline.make_dataset(
             source, split=self.split, image_size=self.image_size,
             batch_size=batch_size, tokenizer=self.fresh_tokenizer(), seed=seed,

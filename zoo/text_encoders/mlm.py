@@ -25,8 +25,8 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.data import text_sources
-from zoo.errors import ZooError
-from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS, TEXT_TOKENIZERS
+from zoo.errors import ZooError, check_positive_ints, check_positive_numbers
+from zoo.registry import DATASETS, TASKS, TEXT_ENCODERS
 from zoo.text_encoders import common
 from zoo.text_encoders.pretraining import PretrainingTask
 
@@ -120,17 +120,17 @@ def mask_id_of(tokenizer, override: Optional[int] = None) -> int:
                    f"mlm.mask_id to a token id to use for masking")
 
 
-@TASKS.register("mlm")
+@TASKS.register("mlm", needs="a text source and a SentencePiece model")
 class MLMTask(PretrainingTask):
     """BERT masked-LM pretraining of a text encoder (15% of tokens: 80/10/10).
 
     Args:
         encoder: registered text encoder name (the one Parti uses: 'parti_encoder').
-        encoder_config: its arguments (gin bindings of the encoder apply when None).
+        encoder_options: its arguments (gin bindings of the encoder apply when None).
         tokenizer: registered text tokenizer name.
-        tokenizer_config: its arguments, e.g. {'model_path': 'runs/spm/spm.model'}.
+        tokenizer_options: its arguments, e.g. {'model_path': 'runs/spm/spm.model'}.
         dataset: a registered dataset whose captions are the text (e.g. 'synthetic_shapes').
-        dataset_config: arguments of the dataset (its gin bindings apply too).
+        dataset_options: arguments of the dataset (its gin bindings apply too).
         text_files: or text files / globs, one text per non-empty line.
         tfds_name: or a TFDS text dataset in `data_dir` (e.g. 'c4/en'); never downloaded.
         data_dir: TFDS data_dir for `tfds_name`.
@@ -145,9 +145,9 @@ class MLMTask(PretrainingTask):
 
     group_name = "mlm"
 
-    def __init__(self, encoder: str = "parti_encoder", encoder_config: Optional[Dict] = None,
-                 tokenizer: str = "sentencepiece", tokenizer_config: Optional[Dict] = None,
-                 dataset: Optional[str] = None, dataset_config: Optional[Dict] = None,
+    def __init__(self, encoder: str = "parti_encoder", encoder_options: Optional[Dict] = None,
+                 tokenizer: str = "sentencepiece", tokenizer_options: Optional[Dict] = None,
+                 dataset: Optional[str] = None, dataset_options: Optional[Dict] = None,
                  text_files: Sequence[str] = (),
                  tfds_name: Optional[str] = None, data_dir: Optional[str] = None,
                  split: str = "train", max_texts: int = text_sources.DEFAULT_MAX_TEXTS,
@@ -163,10 +163,11 @@ class MLMTask(PretrainingTask):
                            f"tfds_name={tfds_name!r})")
         if not 0.0 < mask_rate < 1.0:
             raise ZooError(f"mlm.mask_rate must be in (0, 1), got {mask_rate!r}")
-        common.check_positive("mlm", learning_rate=learning_rate, max_texts=max_texts)
+        check_positive_numbers("mlm", learning_rate=learning_rate)
+        check_positive_ints("mlm", max_texts=max_texts)
         self.dataset_name, self.text_files, self.tfds_name = dataset, list(text_files or ()), \
             tfds_name
-        self.dataset_config = (common.resolved_args(DATASETS, dataset, dataset_config)
+        self.dataset_options = (DATASETS.resolve(dataset, dataset_options)
                                if dataset else {})
         self.data_dir, self.split, self.max_texts = data_dir, split, int(max_texts)
         self.mask_rate = float(mask_rate)
@@ -174,32 +175,21 @@ class MLMTask(PretrainingTask):
         self.decay_steps, self.weight_decay = int(decay_steps), float(weight_decay)
         self.clip_norm = clip_norm
 
-        self.tokenizer_name = tokenizer
-        self.tokenizer = common.create(TEXT_TOKENIZERS, tokenizer, tokenizer_config)
-        self.tokenizer_config = common.component_config(TEXT_TOKENIZERS, tokenizer,
-                                                        self.tokenizer, tokenizer_config)
-        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.set_text_side(tokenizer, tokenizer_options, encoder, encoder_options)
         self.mask_id = mask_id_of(self.tokenizer, mask_id)
         self.special_ids = special_ids_of(self.tokenizer)
         length = int(self.tokenizer.max_length)
         self.max_predictions = int(max_predictions or
                                    min(length, math.ceil(length * self.mask_rate) + 1))
-
-        self.encoder_name = encoder
-        probe = common.create(TEXT_ENCODERS, encoder, encoder_config,
-                              vocab_size=self.vocab_size)  # no weights until called
-        self.encoder_config = common.component_config(TEXT_ENCODERS, encoder, probe,
-                                                      encoder_config)
-        del probe
         self.model = None
         self.optimizer = None
 
     # -- Task --------------------------------------------------------------------------------
 
     def config(self) -> Dict[str, Any]:
-        return {"encoder": self.encoder_name, "encoder_config": self.encoder_config,
-                "tokenizer": self.tokenizer_name, "tokenizer_config": self.tokenizer_config,
-                "dataset": self.dataset_name, "dataset_config": self.dataset_config,
+        return {"encoder": self.encoder_name, "encoder_options": self.encoder_options,
+                "tokenizer": self.tokenizer_name, "tokenizer_options": self.tokenizer_options,
+                "dataset": self.dataset_name, "dataset_options": self.dataset_options,
                 "text_files": self.text_files,
                 "tfds_name": self.tfds_name, "data_dir": self.data_dir, "split": self.split,
                 "max_texts": self.max_texts, "mask_rate": self.mask_rate,
@@ -209,8 +199,8 @@ class MLMTask(PretrainingTask):
                 "clip_norm": self.clip_norm}
 
     def build(self) -> None:
-        encoder = common.create(TEXT_ENCODERS, self.encoder_name, self.encoder_config,
-                                name="text_encoder")
+        encoder = TEXT_ENCODERS.create_with_defaults(self.encoder_name, self.encoder_options,
+                                                     name="text_encoder")
         self.model = MaskedLanguageModel(encoder, self.vocab_size, name="mlm")
         length = int(self.tokenizer.max_length)
         tokens = tf.zeros([1, length], tf.int32)
@@ -222,7 +212,7 @@ class MLMTask(PretrainingTask):
         if self.tfds_name:
             return text_sources.c4_dataset(self.tfds_name, self.split, self.data_dir)
         return text_sources.load_texts(self.dataset_name, self.text_files, self.split,
-                                       self.max_texts, self.dataset_config)
+                                       self.max_texts, self.dataset_options)
 
     def dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
         texts = text_sources.text_batches(self.texts(), batch_size, seed, start_step)

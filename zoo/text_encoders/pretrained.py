@@ -3,19 +3,19 @@
     # Parti with the text encoder of an `mlm` or `contrastive` run (any width: Parti adds a
     # projection when it differs from the decoder's; train_text_encoder = False freezes it)
     parti_tiny.text_encoder = 'pretrained'
-    parti_tiny.text_encoder_config = {'model_dir': 'runs/mlm_shapes'}
-    # (or `pretrained.model_dir = ...`; in text_encoder_config it is recorded in Parti's run)
+    parti_tiny.text_encoder_options = {'model_dir': 'runs/mlm_shapes'}
+    # (or `pretrained.model_dir = ...`; in text_encoder_options it is recorded in Parti's run)
     # with the tokenizer the encoder was trained with: the run's SentencePiece model, or the
     # text tokenizer 'pretrained_tokenizer' (pretrained_tokenizer.model_dir = ...)
 
     # or: the weights loaded into an encoder of a given architecture (Parti's own sizes); any
     # weight whose name or shape differs is a ZooError that names it
-    parti_tiny.text_encoder_config = {'model_dir': 'runs/mlm_shapes',
+    parti_tiny.text_encoder_options = {'model_dir': 'runs/mlm_shapes',
                                       'encoder': 'parti_encoder',
-                                      'encoder_config': {'vocab_size': 58, 'width': 256, ...}}
+                                      'encoder_options': {'vocab_size': 58, 'width': 256, ...}}
 
 A pretraining run is any `zoo-train` model directory whose task config names its text encoder
-(`encoder`, `encoder_config`) and whose model keeps it as `model.text_encoder` (the `mlm` and
+(`encoder`, `encoder_options`) and whose model keeps it as `model.text_encoder` (the `mlm` and
 `contrastive` tasks). Weights are read from its newest valid checkpoint (or `step`), without
 rebuilding the rest of the run.
 """
@@ -69,7 +69,7 @@ def checkpoint_of(model_dir: str, step: Optional[int] = None) -> str:
 
 def build_encoder(name: str, config: Dict, layer_name: Optional[str] = None):
     """A registered encoder with its weights created (called once on a dummy batch)."""
-    encoder = common.create(TEXT_ENCODERS, name, config, name=layer_name)
+    encoder = TEXT_ENCODERS.create_with_defaults(name, config, name=layer_name)
     length = int(config.get("max_length") or 8)
     tokens = tf.zeros([1, min(length, 8)], tf.int32)
     encoder(tokens, tf.ones_like(tokens), training=False)
@@ -84,12 +84,12 @@ def restore_encoder(model_dir, step: Optional[int] = None, layer_name: Optional[
     """
     info = read_run(model_dir)
     config = info["task_config"]
-    name, encoder_config = config["encoder"], dict(config.get("encoder_config") or {})
+    name, encoder_options = config["encoder"], dict(config.get("encoder_options") or {})
     params = TEXT_ENCODERS.entry(name).params
     for key, value in (overrides or {}).items():
         if value is not None and (params is None or key in params):
-            encoder_config[key] = value
-    encoder = build_encoder(name, encoder_config, layer_name)
+            encoder_options[key] = value
+    encoder = build_encoder(name, encoder_options, layer_name)
     prefix = checkpoint_of(os.fspath(model_dir), step)
     # The pretraining tasks checkpoint their weights by name (`task/weights/<path>`, see
     # common.weights_by_name); the encoder's are under `text_encoder/`.
@@ -162,15 +162,15 @@ def load_encoder_weights(encoder, source, step: Optional[int] = None) -> None:
         variable.assign(weights[key].astype(variable.dtype))
 
 
-@TEXT_ENCODERS.register("pretrained")
-def pretrained(model_dir=None, step=None, encoder=None, encoder_config=None, dropout=None,
+@TEXT_ENCODERS.register("pretrained", needs="an mlm or contrastive run (model_dir)")
+def pretrained(model_dir=None, step=None, encoder=None, encoder_options=None, dropout=None,
                mixed_precision=None, name="pretrained_encoder", trainable=True):
     """The text encoder of an mlm/contrastive run (its own architecture, or `encoder`'s).
 
     Args:
         model_dir: the pretraining run's directory.
         step: its checkpoint step (None: the newest valid one).
-        encoder, encoder_config: load into this registered architecture instead (a weight
+        encoder, encoder_options: load into this registered architecture instead (a weight
             whose name or shape differs is an error that names it).
         dropout, mixed_precision: override these (the Parti model passes its own).
         name: layer name. trainable: False freezes the encoder (Parti also has
@@ -183,7 +183,7 @@ def pretrained(model_dir=None, step=None, encoder=None, encoder_config=None, dro
     if encoder is None:
         loaded = restore_encoder(model_dir, step, layer_name=name, overrides=overrides)
     else:
-        config = dict(encoder_config or {})
+        config = dict(encoder_options or {})
         params = TEXT_ENCODERS.entry(encoder).params
         for key, value in overrides.items():
             if value is not None and (params is None or key in params):
@@ -194,17 +194,18 @@ def pretrained(model_dir=None, step=None, encoder=None, encoder_config=None, dro
     return loaded
 
 
-@TEXT_TOKENIZERS.register("pretrained_tokenizer")
+@TEXT_TOKENIZERS.register("pretrained_tokenizer", needs="an mlm or contrastive run (model_dir)")
 def pretrained_tokenizer(model_dir=None, max_length=None):
     """The text tokenizer a pretraining run used (same vocabulary as its encoder)."""
     if model_dir is None:
         raise ZooError("pretrained tokenizer needs a run directory: set "
                        "pretrained_tokenizer.model_dir = 'runs/mlm_shapes'")
     config = read_run(model_dir)["task_config"]
-    tok_config = dict(config.get("tokenizer_config") or {})
+    tok_config = dict(config.get("tokenizer_options") or {})
     if max_length is not None:
         tok_config["max_length"] = max_length
-    return common.create(TEXT_TOKENIZERS, config.get("tokenizer", "sentencepiece"), tok_config)
+    return TEXT_TOKENIZERS.create_with_defaults(config.get("tokenizer", "sentencepiece"),
+                                                tok_config)
 
 
 def export_encoder_weights(encoder, path: str) -> str:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import keras
 
-from zoo.registry import TEXT_TOKENIZERS
+from zoo.registry import TEXT_ENCODERS, TEXT_TOKENIZERS
 from zoo.text_encoders import common
 from zoo.train.task import Task, UpdateGroup
 
@@ -16,10 +16,25 @@ class PretrainingTask(Task):
 
     A subclass sets `group_name` and, in `build`, `self.model` (with a `text_encoder`) and
     `self.optimizer = self.make_optimizer(...)`; it has the attributes learning_rate,
-    warmup_steps, decay_steps, weight_decay, clip_norm, tokenizer_name and tokenizer_config.
+    warmup_steps, decay_steps, weight_decay, clip_norm, tokenizer_name and tokenizer_options.
     """
 
     group_name = "main"
+
+    def set_text_side(self, tokenizer, tokenizer_options, encoder, encoder_options):
+        """Creates the tokenizer and records both components' rebuild arguments: sets
+        tokenizer_name, tokenizer, tokenizer_options, vocab_size, encoder_name and
+        encoder_options (an unbuilt probe of the encoder checks its arguments now)."""
+        self.tokenizer_name = tokenizer
+        self.tokenizer = TEXT_TOKENIZERS.create_with_defaults(tokenizer, tokenizer_options)
+        self.tokenizer_options = common.component_options(TEXT_TOKENIZERS, tokenizer,
+                                                          self.tokenizer, tokenizer_options)
+        self.vocab_size = int(self.tokenizer.vocab_size)
+        self.encoder_name = encoder
+        probe = TEXT_ENCODERS.create_with_defaults(  # no weights until called
+            encoder, encoder_options, vocab_size=self.vocab_size)
+        self.encoder_options = common.component_options(TEXT_ENCODERS, encoder, probe,
+                                                        encoder_options)
 
     def make_optimizer(self, no_weight_decay: Sequence[str] = ()):
         """AdamW over the model's trainable variables, built (slots created)."""
@@ -42,7 +57,7 @@ class PretrainingTask(Task):
         TF resets its caches when the global seed is set (the loop seeds before training),
         which destroys the SentencePiece resource of a tokenizer created earlier.
         """
-        return common.create(TEXT_TOKENIZERS, self.tokenizer_name, self.tokenizer_config)
+        return TEXT_TOKENIZERS.create_with_defaults(self.tokenizer_name, self.tokenizer_options)
 
     def update_groups(self):
         return [UpdateGroup(self.group_name, self.optimizer, self.model.trainable_variables,

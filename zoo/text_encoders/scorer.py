@@ -27,7 +27,7 @@ def _as_strings(captions, n: Optional[int] = None):
     return out
 
 
-@SCORERS.register("contrastive_scorer")
+@SCORERS.register("contrastive_scorer", needs="a contrastive run (model_dir)")
 class ContrastiveScorer:
     """Cosine similarity of images and captions under a trained contrastive dual encoder.
 

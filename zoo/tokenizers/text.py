@@ -44,7 +44,7 @@ def read_model_proto(model_path):
         return f.read()
 
 
-@TEXT_TOKENIZERS.register("sentencepiece")
+@TEXT_TOKENIZERS.register("sentencepiece", needs="a SentencePiece .model file (model_path)")
 class SentencePieceTokenizer(tf.Module):
     """SentencePiece tokenizer in the TF graph: fixed-length ids with EOS, mask, truncation flag.
 

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from zoo.compat import RENAMED_VIT_VQGAN, renamed
 from zoo.errors import ZooError, check_positive_ints
 from zoo.layers.quantizer import FactorizedQuantizer
 from zoo.layers.vit import PatchEmbed, TanhHead, ViTStack, transformer_block_params, unpatchify
@@ -47,10 +48,10 @@ class ViTVQGAN(keras.Model):
         patch_size: int. Side of a patch; the code grid is image_size / patch_size squared.
         blocks: int. Encoder transformer blocks.
         heads: int. Encoder attention heads.
-        dim: int. Encoder width.
+        width: int. Encoder width.
         mlp_dim: int. Encoder MLP hidden width (also the hidden width of its tanh head).
-        head_dim: int or None. Width of one attention head (None: dim // heads).
-        decoder_blocks, decoder_heads, decoder_dim, decoder_mlp_dim, decoder_head_dim: the
+        head_dim: int or None. Width of one attention head (None: width // heads).
+        decoder_blocks, decoder_heads, decoder_width, decoder_mlp_dim, decoder_head_dim: the
             decoder's sizes; None means the same as the encoder's.
         codebook_size: int. Number of codes (ViT-VQGAN: 8192).
         lookup_dim: int. Factorized lookup width (ViT-VQGAN: 32).
@@ -62,30 +63,35 @@ class ViTVQGAN(keras.Model):
         restart_dead_codes: bool. Re-initialise codes unused over a window from encoder outputs.
     """
 
-    def __init__(self, image_size=256, patch_size=8, blocks=8, heads=8, dim=512, mlp_dim=2048,
-                 head_dim=None, decoder_blocks=None, decoder_heads=None, decoder_dim=None,
-                 decoder_mlp_dim=None, decoder_head_dim=None, codebook_size=8192,
-                 lookup_dim=32, commitment_beta=0.25, logit_laplace=True, dropout=0.0,
+    # The two sides the paper's size table counts one at a time (zoo.models.params).
+    param_groups = {"encoder": ("patch_embed", "encoder", "encoder_head"),
+                    "quantizer": ("quantizer",),
+                    "decoder": ("decoder_in", "decoder", "decoder_head")}
+
+    def __init__(self, image_size=256, patch_size=8, blocks=8, heads=8, width=512,
+                 mlp_dim=2048, head_dim=None, decoder_blocks=None, decoder_heads=None,
+                 decoder_width=None, decoder_mlp_dim=None, decoder_head_dim=None,
+                 codebook_size=8192, lookup_dim=32, commitment_beta=0.25, logit_laplace=True, dropout=0.0,
                  usage_window=100, restart_dead_codes=False, **kwargs):
         super().__init__(**kwargs)
         check_positive_ints("vit_vqgan", image_size=image_size, patch_size=patch_size,
-                            blocks=blocks, heads=heads, dim=dim, mlp_dim=mlp_dim,
+                            blocks=blocks, heads=heads, width=width, mlp_dim=mlp_dim,
                             codebook_size=codebook_size, lookup_dim=lookup_dim)
         if image_size % patch_size:
             raise ZooError(f"image_size {image_size} is not a multiple of patch_size "
                            f"{patch_size}; pick sizes so that the patches tile the image")
-        if dim % heads and head_dim is None:
-            raise ZooError(f"dim {dim} is not divisible by heads {heads}; set head_dim")
+        if width % heads and head_dim is None:
+            raise ZooError(f"width {width} is not divisible by heads {heads}; set head_dim")
         self.image_size = int(image_size)
         self.patch_size = int(patch_size)
         self.blocks = blocks
         self.heads = heads
-        self.dim = dim
+        self.width = width
         self.mlp_dim = mlp_dim
         self.head_dim = head_dim
         self.decoder_blocks = decoder_blocks
         self.decoder_heads = decoder_heads
-        self.decoder_dim = decoder_dim
+        self.decoder_width = decoder_width
         self.decoder_mlp_dim = decoder_mlp_dim
         self.decoder_head_dim = decoder_head_dim
         self.codebook_size = int(codebook_size)
@@ -102,16 +108,16 @@ class ViTVQGAN(keras.Model):
         dec = self.decoder_sizes()
         self.out_channels = 6 if self.logit_laplace else 3
 
-        self.patch_embed = PatchEmbed(self.patch_size, dim, name="patch_embed")
-        self.encoder = ViTStack(self.num_tokens, blocks, dim, heads, mlp_dim, head_dim=head_dim,
-                                dropout=dropout, name="encoder")
+        self.patch_embed = PatchEmbed(self.patch_size, width, name="patch_embed")
+        self.encoder = ViTStack(self.num_tokens, blocks, width, heads, mlp_dim,
+                                head_dim=head_dim, dropout=dropout, name="encoder")
         self.encoder_head = TanhHead(mlp_dim, lookup_dim, name="encoder_head")
         self.quantizer = FactorizedQuantizer(codebook_size, lookup_dim, beta=commitment_beta,
                                              usage_window=usage_window,
                                              restart_dead_codes=restart_dead_codes,
                                              name="quantizer")
-        self.decoder_in = keras.layers.Dense(dec["dim"], name="decoder_in")
-        self.decoder = ViTStack(self.num_tokens, dec["blocks"], dec["dim"], dec["heads"],
+        self.decoder_in = keras.layers.Dense(dec["width"], name="decoder_in")
+        self.decoder = ViTStack(self.num_tokens, dec["blocks"], dec["width"], dec["heads"],
                                 dec["mlp_dim"], head_dim=dec["head_dim"], dropout=dropout,
                                 name="decoder")
         self.decoder_head = TanhHead(dec["mlp_dim"],
@@ -120,24 +126,17 @@ class ViTVQGAN(keras.Model):
         self.build((None, self.image_size, self.image_size, 3))
 
     def decoder_sizes(self):
-        pick = lambda v, d: d if v is None else v  # noqa: E731
-        return dict(blocks=pick(self.decoder_blocks, self.blocks),
-                    heads=pick(self.decoder_heads, self.heads),
-                    dim=pick(self.decoder_dim, self.dim),
-                    mlp_dim=pick(self.decoder_mlp_dim, self.mlp_dim),
-                    head_dim=self.decoder_head_dim if self.decoder_dim is not None
-                    or self.decoder_heads is not None else pick(self.decoder_head_dim,
-                                                                self.head_dim))
+        return decoder_sizes(vars(self))
 
     def build(self, input_shape=None):
         n, dec = self.num_tokens, self.decoder_sizes()
         self.patch_embed.build((None, self.image_size, self.image_size, 3))
-        self.encoder.build((None, n, self.dim))
-        self.encoder_head.build((None, n, self.dim))
+        self.encoder.build((None, n, self.width))
+        self.encoder_head.build((None, n, self.width))
         self.quantizer.build((None, n, self.lookup_dim))
         self.decoder_in.build((None, n, self.lookup_dim))
-        self.decoder.build((None, n, dec["dim"]))
-        self.decoder_head.build((None, n, dec["dim"]))
+        self.decoder.build((None, n, dec["width"]))
+        self.decoder_head.build((None, n, dec["width"]))
         self.built = True
 
     # -- pieces ------------------------------------------------------------------------------
@@ -258,9 +257,9 @@ class ViTVQGAN(keras.Model):
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,
                 "patch_size": self.patch_size, "blocks": self.blocks, "heads": self.heads,
-                "dim": self.dim, "mlp_dim": self.mlp_dim, "head_dim": self.head_dim,
+                "width": self.width, "mlp_dim": self.mlp_dim, "head_dim": self.head_dim,
                 "decoder_blocks": self.decoder_blocks, "decoder_heads": self.decoder_heads,
-                "decoder_dim": self.decoder_dim, "decoder_mlp_dim": self.decoder_mlp_dim,
+                "decoder_width": self.decoder_width, "decoder_mlp_dim": self.decoder_mlp_dim,
                 "decoder_head_dim": self.decoder_head_dim, "codebook_size": self.codebook_size,
                 "lookup_dim": self.lookup_dim, "commitment_beta": self.commitment_beta,
                 "logit_laplace": self.logit_laplace, "dropout": self.dropout,
@@ -269,7 +268,7 @@ class ViTVQGAN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = renamed(config, RENAMED_VIT_VQGAN)  # saved when widths were called `dim`
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
@@ -283,9 +282,24 @@ def _is_sharded(x):
 
 # -- parameter counts --------------------------------------------------------------------------
 
-def _stack_params(length, blocks, dim, heads, mlp_dim, head_dim):
-    return (length * dim + blocks * transformer_block_params(dim, heads, mlp_dim, head_dim)
-            + 2 * dim)
+def _stack_params(length, blocks, width, heads, mlp_dim, head_dim):
+    return (length * width + blocks * transformer_block_params(width, heads, mlp_dim, head_dim)
+            + 2 * width)
+
+
+def decoder_sizes(config):
+    """The decoder's {blocks, heads, width, mlp_dim, head_dim} from a ViTVQGAN config (its
+    `decoder_*` arguments, each defaulting to the encoder's; a decoder with its own width or
+    heads gets its own head width, None meaning width // heads)."""
+    def pick(key):
+        value = config.get(f"decoder_{key}")
+        return config[key] if value is None else value
+
+    own_heads = (config.get("decoder_width") is not None
+                 or config.get("decoder_heads") is not None)
+    return dict(blocks=pick("blocks"), heads=pick("heads"), width=pick("width"),
+                mlp_dim=pick("mlp_dim"),
+                head_dim=config.get("decoder_head_dim") if own_heads else pick("head_dim"))
 
 
 def param_counts(config):
@@ -297,17 +311,14 @@ def param_counts(config):
     c = {**defaults, **config}
     p = c["patch_size"]
     n = (c["image_size"] // p) ** 2
-    d, m = c["dim"], c["mlp_dim"]
+    d, m = c["width"], c["mlp_dim"]
     enc = (p * p * 3 * d + d) + _stack_params(n, c["blocks"], d, c["heads"], m, c["head_dim"]) \
         + (d * m + m + m * c["lookup_dim"] + c["lookup_dim"])
-    dd = c["decoder_dim"] or d
-    dm = c["decoder_mlp_dim"] or m
-    dh = c["decoder_heads"] or c["heads"]
-    dhd = c["decoder_head_dim"] if (c["decoder_dim"] or c["decoder_heads"]) else \
-        (c["decoder_head_dim"] or c["head_dim"])
+    ds = decoder_sizes(c)
+    dd, dm = ds["width"], ds["mlp_dim"]
     out = p * p * (6 if c["logit_laplace"] else 3)
     dec = (c["lookup_dim"] * dd + dd) \
-        + _stack_params(n, c["decoder_blocks"] or c["blocks"], dd, dh, dm, dhd) \
+        + _stack_params(n, ds["blocks"], dd, ds["heads"], dm, ds["head_dim"]) \
         + (dd * dm + dm + dm * out + out)
     quant = c["codebook_size"] * c["lookup_dim"]
     return {"encoder": enc, "quantizer": quant, "decoder": dec, "total": enc + quant + dec}
@@ -322,18 +333,18 @@ def paper_param_count(config):
 
 SIZES = {
     # 8 heads of 96 (attention width 768 > 512), which gives the table's 32M (see above).
-    "vit_vqgan_small": dict(blocks=8, heads=8, head_dim=96, dim=512, mlp_dim=2048),
-    "vit_vqgan_base": dict(blocks=12, heads=12, dim=768, mlp_dim=3072),
+    "vit_vqgan_small": dict(blocks=8, heads=8, head_dim=96, width=512, mlp_dim=2048),
+    "vit_vqgan_base": dict(blocks=12, heads=12, width=768, mlp_dim=3072),
     # 16 heads of 64 (attention width 1024 < 1280), which gives the table's 599M.
-    "vit_vqgan_large": dict(blocks=32, heads=16, head_dim=64, dim=1280, mlp_dim=5120),
-    "vit_vqgan_small_large": dict(blocks=8, heads=8, head_dim=96, dim=512, mlp_dim=2048,
+    "vit_vqgan_large": dict(blocks=32, heads=16, head_dim=64, width=1280, mlp_dim=5120),
+    "vit_vqgan_small_large": dict(blocks=8, heads=8, head_dim=96, width=512, mlp_dim=2048,
                                   decoder_blocks=32,
-                                  decoder_heads=16, decoder_head_dim=64, decoder_dim=1280,
+                                  decoder_heads=16, decoder_head_dim=64, decoder_width=1280,
                                   decoder_mlp_dim=5120, logit_laplace=False),
-    "vit_vqgan_tiny": dict(image_size=32, patch_size=4, blocks=2, heads=4, dim=128, mlp_dim=256,
-                           codebook_size=512, lookup_dim=32, usage_window=20,
+    "vit_vqgan_tiny": dict(image_size=32, patch_size=4, blocks=2, heads=4, width=128,
+                           mlp_dim=256, codebook_size=512, lookup_dim=32, usage_window=20,
                            restart_dead_codes=True),
-    "vit_vqgan_micro": dict(image_size=16, patch_size=4, blocks=1, heads=2, dim=32, mlp_dim=64,
+    "vit_vqgan_micro": dict(image_size=16, patch_size=4, blocks=1, heads=2, width=32, mlp_dim=64,
                             codebook_size=64, lookup_dim=8, usage_window=10),
 }
 

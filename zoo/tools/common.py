@@ -137,6 +137,16 @@ def _print_help(main: Callable) -> None:
     print("\nabsl flags (e.g. --verbosity): --helpfull")
 
 
+def zoo_error_in(error: BaseException) -> Optional[str]:
+    """The message of a ZooError raised inside a TensorFlow function (e.g. by the input
+    pipeline's py_function), which TF re-raises as an OpError carrying the Python traceback."""
+    text = getattr(error, "message", None) or str(error)
+    marker = "ZooError: "
+    if marker not in text:
+        return None
+    return text.split(marker, 1)[1].split("\n", 1)[0].strip()
+
+
 _DEFINED = set()
 
 
@@ -149,8 +159,11 @@ def define_once(define_flags: Optional[Callable]) -> None:
 
 def run(main: Callable, define_flags: Optional[Callable] = None,
         argv: Optional[list] = None) -> None:
-    """absl's app.run with the tool's flags defined (`define_flags`, once), user errors printed
-    as one line and exit code 1."""
+    """absl's app.run with the tool's flags defined (`define_flags`, once; default: the
+    `define_flags` of `main`'s module), user errors printed as one line and exit code 1."""
+    if define_flags is None:
+        define_flags = getattr(sys.modules.get(getattr(main, "__module__", "")), "define_flags",
+                               None)
     define_once(define_flags)
     args = sys.argv if argv is None else argv
     module = getattr(main, "__module__", "") or ""
@@ -171,5 +184,11 @@ def run(main: Callable, define_flags: Optional[Callable] = None,
         except KeyboardInterrupt:
             print(f"{tool_name()}: interrupted", file=sys.stderr)
             sys.exit(130)
+        except Exception as e:  # noqa: BLE001 -- only a ZooError wrapped by TF is one line
+            message = zoo_error_in(e) if type(e).__module__.startswith("tensorflow") else None
+            if message is None:
+                raise
+            print(f"{tool_name()}: error: {message}", file=sys.stderr)
+            sys.exit(1)
 
     app.run(wrapped, argv=argv)

@@ -20,8 +20,8 @@ ops the graph uses):
 Signatures: `serving_default` takes only `prompts` (seed, number of samples and guidance scale
 as exported); `generate` takes all four. Sample s of prompt p depends only on (seed, p, s), as
 in zoo-sample, so the same seed gives the same images as `zoo-sample` for the same prompts.
-Temperature, top-k and top-p are fixed at export time (flags). The library side is
-`zoo.models.export`.
+Temperature, top-k and top-p are fixed at export time (flags, else the run's recorded settings
+in sampling.json, else the defaults; printed at start). The library side is `zoo.models.export`.
 """
 
 import sys
@@ -37,12 +37,15 @@ def define_flags():
     common.define_gin_flags()
     flags.DEFINE_string("output_dir", None, "Folder to write the SavedModel to (default: "
                         "<model_dir>/export; an earlier export there is replaced).")
-    flags.DEFINE_float("temperature", 1.0, "Sampling temperature baked into the graph "
-                       "(0 = greedy).")
-    flags.DEFINE_integer("top_k", 0, "Keep the k most likely codes at each step (0 = all).")
-    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
-    flags.DEFINE_float("guidance_scale", 1.2, "Default classifier-free guidance scale "
-                       "(serving_default; `generate` takes it as an input). Parti: 1.2.")
+    flags.DEFINE_float("temperature", None, "Sampling temperature baked into the graph "
+                       "(0 = greedy; default: the run's recorded setting, else 1.0).")
+    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step (0 = all; "
+                         "default: the run's recorded setting, else 0).")
+    flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off; default: the run's "
+                       "recorded setting, else 1).")
+    flags.DEFINE_float("guidance_scale", None, "Default classifier-free guidance scale "
+                       "(serving_default; `generate` takes it as an input; default: the run's "
+                       "recorded setting, else Parti's 1.2).")
     flags.DEFINE_integer("num_samples", 1, "Default samples per prompt for serving_default.")
     flags.DEFINE_integer("seed", 0, "Default seed for serving_default.")
     flags.DEFINE_integer("step", None, "Checkpoint step of --model_dir (default: newest).")

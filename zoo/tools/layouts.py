@@ -18,29 +18,32 @@ from absl import flags
 
 from zoo.tools import common
 
-flags.DEFINE_string("model", None, "Registered model name, e.g. parti_3b (zoo-list model).")
-flags.DEFINE_string("mesh", None, "Mesh, e.g. batch:128,model:4 (default: mesh_layout.mesh "
-                    "from the gin files).")
-flags.DEFINE_string("optimizer", "adafactor", "Optimizer whose state is counted: a registered "
-                    "optimizer (zoo-list optimizer), a Keras one (adam), or 'none'.")
-flags.DEFINE_bool("slots", False, "List every optimizer slot, not only the weights.")
-flags.DEFINE_string("device_memory", None, "Say whether weights + optimizer state fit in this "
-                    "much memory per device, e.g. 16GiB.")
-common.define_gin_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("model", None, "Registered model name, e.g. parti_3b (zoo-list model).")
+    flags.DEFINE_string("mesh", None, "Mesh, e.g. batch:128,model:4 (default: mesh_layout.mesh "
+                        "from the gin files).")
+    flags.DEFINE_string("optimizer", "adafactor", "Optimizer whose state is counted: a registered "
+                        "optimizer (zoo-list optimizer), a Keras one (adam), or 'none'.")
+    flags.DEFINE_bool("slots", False, "List every optimizer slot, not only the weights.")
+    flags.DEFINE_string("device_memory", None, "Say whether weights + optimizer state fit in this "
+                        "much memory per device, e.g. 16GiB.")
+    common.define_gin_flags()
 
 
 def main(argv):
     common.setup(argv)
     from zoo.distribute import layouts
-    from zoo.distribute.mesh import gin_mesh_layout
+    from zoo.distribute.rules import gin_mesh_layout
     from zoo.errors import ZooError
     from zoo.registry import MODELS
     if not FLAGS.model:
         raise ZooError("--model is required, e.g. --model=parti_3b (zoo-list model shows the "
                        "names)")
     MODELS.entry(FLAGS.model)  # unknown names: one line with suggestions
-    gin_mesh, rules = gin_mesh_layout()
+    gin_mesh, rules, allow = gin_mesh_layout()
     mesh = FLAGS.mesh or gin_mesh
     if not mesh:
         raise ZooError("no mesh: pass --mesh=batch:128,model:4 or a gin file that sets "
@@ -51,13 +54,14 @@ def main(argv):
               file=sys.stderr)
     memory = layouts.parse_bytes(FLAGS.device_memory) if FLAGS.device_memory else None
     optimizer = None if str(FLAGS.optimizer).lower() in ("none", "") else FLAGS.optimizer
-    report = layouts.plan_model(FLAGS.model, mesh, rules, optimizer=optimizer)
+    report = layouts.plan_model(FLAGS.model, mesh, rules, optimizer=optimizer,
+                                allow_replicated=allow)
     print(layouts.format_report(report, show_slots=FLAGS.slots, device_memory=memory))
     sys.stdout.flush()
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

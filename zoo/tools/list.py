@@ -11,12 +11,19 @@ from absl import flags
 
 from zoo.tools import common
 
-flags.DEFINE_string("pattern", "*", "Shell-style pattern on names, e.g. 'vit_vqgan_*'.")
-flags.DEFINE_bool("params", False, "Also print parameter counts of model sizes (image "
-                  "tokenizers, models, upsamplers, text encoders) without allocating weights.")
-flags.DEFINE_bool("source", False, "Also print who registered each component (zoo or a plugin).")
-common.define_gin_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("pattern", "*", "Shell-style pattern on names, e.g. 'vit_vqgan_*'.")
+    flags.DEFINE_bool("params", False, "Also print parameter counts of model sizes (image "
+                      "tokenizers, models, upsamplers, text encoders) without allocating "
+                      "weights: the total, and each side of an image tokenizer (the papers "
+                      "count one).")
+    flags.DEFINE_bool("source", False, "Also print who registered each component (zoo or a "
+                      "plugin).")
+    common.define_gin_flags()
+
 
 PARAM_KINDS = ("image_tokenizer", "model", "upsampler", "text_encoder")
 
@@ -37,12 +44,7 @@ def main(argv):
                 from zoo.errors import ZooError
                 from zoo.models.params import param_counts
                 try:
-                    counts = param_counts(kind, entry.name)
-                    extra = f"  {_human(counts['total'])} params"
-                    if counts["without_embeddings"] != counts["total"]:
-                        # Parti's Table 1 counts the transformer layers only.
-                        short = _human(counts["without_embeddings"]).split(" ")[0]
-                        extra += f" ({short} without embeddings)"
+                    extra = "  " + _params_text(param_counts(kind, entry.name))
                 except ZooError:  # e.g. a component that needs a path to be built
                     extra = "  ? params (needs arguments to be built)"
             src = f"  [{entry.source}]" if FLAGS.source or entry.source != "zoo" else ""
@@ -59,6 +61,22 @@ def _match(name, pattern):
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def _params_text(counts):
+    """'64.30M (64,302,497) params: encoder 31.16M + quantizer 1.34M + decoder 31.80M'."""
+    text = f"{_human(counts['total'])} params"
+    if counts["groups"]:
+        # The papers' size tables count one side (ViT-VQGAN: the encoder or the decoder).
+        text += ": " + " + ".join(f"{group} {_short(n)}" for group, n in counts["groups"].items())
+    elif counts["without_embeddings"] != counts["total"]:
+        # Parti's Table 1 counts the transformer layers only.
+        text += f" ({_short(counts['without_embeddings'])} without embeddings)"
+    return text
+
+
+def _short(n):
+    return _human(n).split(" ")[0]
+
+
 def _human(n):
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:
@@ -67,7 +85,7 @@ def _human(n):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

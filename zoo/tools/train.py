@@ -12,22 +12,25 @@ import sys
 
 from absl import flags
 
-from zoo.tools import common
-
-flags.DEFINE_integer("steps", None, "Total training steps (overrides train.steps).")
-flags.DEFINE_integer("seed", None, "Random seed of initial weights and data order "
-                     "(overrides train.seed).")
-flags.DEFINE_integer("batch_size", None, "Global batch size (overrides train.batch_size).")
-flags.DEFINE_bool("deterministic", None, "Enable TF op determinism (overrides "
-                  "train.deterministic).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-common.define_gin_flags()
 # --strategy, --mesh, --virtual_devices, ... (shared with zoo-sample); importing zoo.distribute
 # (no TF) also registers `mesh_layout` with gin before the gin files are parsed.
-from zoo.distribute import flags as distribute_flags  # noqa: E402
+from zoo.distribute import flags as distribute_flags
+from zoo.tools import common
 
-distribute_flags.define()
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_integer("steps", None, "Total training steps (overrides train.steps).")
+    flags.DEFINE_integer("seed", None, "Random seed of initial weights and data order "
+                         "(overrides train.seed).")
+    flags.DEFINE_integer("batch_size", None, "Global batch size (overrides "
+                         "train.batch_size).")
+    flags.DEFINE_bool("deterministic", None, "Enable TF op determinism (overrides "
+                      "train.deterministic).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    common.define_gin_flags()
+    distribute_flags.define()
 
 
 def main(argv):
@@ -53,7 +56,7 @@ def main(argv):
 
 
 def run():
-    common.run(main)
+    common.run(main, define_flags)
 
 
 if __name__ == "__main__":

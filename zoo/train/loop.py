@@ -11,36 +11,33 @@ Gin (`train` is the configurable; a run gin file says):
     train.batch_size = 8
     train.checkpoint_every = 500
 
-A step is two tf.functions (DESIGN.md pitfall 4): one computes the losses and, per update
-group, the gradients (reduced over replicas, clipped by global norm when the group says so);
-the other applies them. Between the two the loop checks on the host that every loss and
-gradient norm is finite. The batch of step s is element 0 of `task.dataset(batch_size, seed,
-start_step=s)`, so a resumed run sees the same batches as an uninterrupted one; the step counter,
-optimizer state and the task's trackables are in the checkpoint.
+The model directory is a local path or any tf.io.gfile URL (`gs://bucket/run`). A step is the
+two tf.functions of zoo/train/steps.py; between them the loop checks on the host that every
+loss and gradient norm is finite. The batch of step s is element 0 of `task.dataset(batch_size,
+seed, start_step=s)`, so a resumed run sees the same batches as an uninterrupted one; the step
+counter, optimizer state and the task's trackables are in the checkpoint (checkpoint.py).
 """
 
 import dataclasses
-import importlib
 import logging
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import gin
 import numpy as np
 import tensorflow as tf
 
-from zoo import config as zoo_config
 from zoo.errors import ZooError
-from zoo.registry import TASKS
 from zoo.train import checkpoint as ckpt_lib
-from zoo.train import run_info
+from zoo.train import run_info, steps as steps_lib, storage
+from zoo.train.load import (default_distribution, load_task,  # noqa: F401 (load_task re-exported)
+                             task_checkpoint)
 from zoo.train.summaries import SummaryWriter
-from zoo.train.task import Task, UpdateGroup
+from zoo.train.task import Task, UpdateGroup, make_task, task_class, task_name_of  # noqa: F401
 
 log = logging.getLogger("zoo")
 
@@ -63,67 +60,23 @@ class TrainResult:
     interrupted: Optional[str] = None  # "SIGTERM" / "SIGINT" when stopped by a signal
 
 
-# -- finding tasks ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Run:
+    """The state of one session of `train`."""
+
+    task: Task
+    name: str
+    dist: Any
+    groups: List[UpdateGroup]
+    manager: ckpt_lib.CheckpointManager
+    step_var: tf.Variable
+    skipped_var: tf.Variable
+    is_chief: bool
+    model_dir: str
+    last_ckpt: Optional[str] = None
 
 
-def task_name_of(task: Task) -> str:
-    """The registry name of the task's class, else 'module:QualName' (importable)."""
-    cls = type(task)
-    for entry in TASKS.entries():
-        if entry.obj is cls:
-            return entry.name
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def task_class(name: str) -> type:
-    """The task class for a registry name or a 'module:QualName' reference."""
-    if ":" in name:
-        module, _, qual = name.partition(":")
-        try:
-            obj = importlib.import_module(module)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise ZooError(f"task {name!r} cannot be imported ({e}); install or import the "
-                           f"package that defines it") from None
-        return obj
-    from zoo import plugins
-    plugins.ensure_loaded()
-    return TASKS.get(name)
-
-
-def _make_task(task) -> Task:
-    if isinstance(task, Task):
-        return task
-    if isinstance(task, str):
-        try:
-            made = TASKS.create(task)
-        except ZooError:
-            raise
-        except TypeError as e:
-            if "Unrecognized keyword" in str(e) or "unexpected keyword" in str(e):
-                raise ZooError(f"building task {task!r}: {str(e).splitlines()[0]} (check the "
-                               f"gin bindings)") from None
-            raise
-        if not isinstance(made, Task):
-            raise ZooError(f"task {task!r} built a {type(made).__name__}, not a zoo Task")
-        return made
-    if task is None or task is gin.REQUIRED:
-        raise ZooError("no task given: set `train.task = '<name>'` in a gin file "
-                       "(zoo-list task shows the names)")
-    raise ZooError(f"train(task=...) takes a task name or a Task, got {type(task).__name__}")
-
-
-# -- the single-device distribution ------------------------------------------------------------
-
-
-def _default_distribution():
-    from zoo.distribute.base import Distribution
-    return Distribution()
-
-
-# -- the loop ----------------------------------------------------------------------------------
-
+# -- checks before anything is written -----------------------------------------------------------
 
 def _check_args(model_dir, steps, batch_size, checkpoint_every, summary_every,
                 image_summary_every):
@@ -144,17 +97,17 @@ def _check_args(model_dir, steps, batch_size, checkpoint_every, summary_every,
 
 def _check_model_dir(model_dir: str) -> Optional[Dict[str, Any]]:
     """run.json of an existing zoo run, None for a new/empty dir; refuses foreign dirs."""
-    if "://" in model_dir:
-        raise ZooError(f"model_dir {model_dir} is a URL; zoo-train's atomic checkpoints need a "
-                       f"file system path (for a bucket, mount it, e.g. with gcsfuse, and give "
-                       f"the mount point)")
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ZooError(f"model_dir {model_dir} exists and is not a directory")
+    try:
+        if storage.exists(model_dir) and not storage.isdir(model_dir):
+            raise ZooError(f"model_dir {model_dir} exists and is not a directory")
+    except tf.errors.OpError as e:  # e.g. an unreachable bucket, a scheme TF does not know
+        raise ZooError(f"model_dir {model_dir} cannot be used: "
+                       f"{str(e).splitlines()[0]}") from None
     saved = run_info.read(model_dir)
-    if saved is None and os.path.isdir(model_dir):
-        foreign = [n for n in ("checkpoint", ckpt_lib.CHECKPOINT_SUBDIR)
-                   if os.path.exists(os.path.join(model_dir, n))]
-        foreign += [n for n in os.listdir(model_dir) if n.endswith(".index")]
+    if saved is None and storage.isdir(model_dir):
+        names = storage.listdir(model_dir)
+        foreign = [n for n in ("checkpoint", ckpt_lib.CHECKPOINT_SUBDIR) if n in names]
+        foreign += [n for n in names if n.endswith(".index")]
         if foreign:
             raise ZooError(
                 f"model_dir {model_dir} holds checkpoints ({', '.join(sorted(foreign)[:3])}) "
@@ -178,13 +131,77 @@ def _validate_groups(groups: List[UpdateGroup], task_name: str) -> None:
                            f"{g.clip_norm!r}; use a positive number or None")
 
 
-def _to_float(x) -> float:
-    return float(np.asarray(x))
+def _check_resumable(model_dir, saved, name, task_config, seed, batch_size, allow):
+    """The allowed task config changes of a resumed run (refused ones raise)."""
+    if saved is None:
+        run_info.normalize(task_config)  # fails early when not JSON-able
+        return []
+    changes = run_info.check_compatible(model_dir, saved, name, task_config, seed,
+                                        allow=tuple(allow or ()))
+    if changes:
+        print(f"zoo-train: warning: resuming {model_dir} with an allowed task config "
+              f"change: {'; '.join(changes)}", file=sys.stderr, flush=True)
+    if int(saved.get("batch_size", batch_size)) != batch_size:
+        print(f"zoo-train: warning: {model_dir} was started with batch_size "
+              f"{saved['batch_size']}, now {batch_size}: the resumed run sees other "
+              f"batches than an uninterrupted one", file=sys.stderr, flush=True)
+    return changes
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
+# -- building and resuming -------------------------------------------------------------------------
 
+def _build(task: Task, name: str, dist, model_dir: str, seed: int, keep_last, keep_every,
+           check_crc) -> _Run:
+    import keras
+    # Seed again right before build: a task made from its name (after the seeding in `train`)
+    # and one passed in ready-made then start from the same weights (Keras layers draw their
+    # initial seeds from Python's RNG when they are created).
+    keras.utils.set_random_seed(seed)
+    with dist.scope():
+        task.build()
+        groups = task.update_groups()
+        _validate_groups(groups, name)
+        trackables = task.trackables()
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_skipped")
+    checkpoint = task_checkpoint(
+        trackables, optimizers=tf.train.Checkpoint(**{g.name: g.optimizer for g in groups}),
+        step=step_var, nonfinite_skipped=skipped_var)
+    is_chief = getattr(dist, "is_chief", True)
+    manager = ckpt_lib.CheckpointManager(checkpoint, model_dir, keep_last=keep_last,
+                                         keep_every=keep_every, check_crc=check_crc,
+                                         is_chief=is_chief)
+    return _Run(task, name, dist, groups, manager, step_var, skipped_var, is_chief, model_dir)
+
+
+def _resume(run: _Run) -> None:
+    """Restores the newest valid checkpoint (corrupt newer ones are reported and skipped)."""
+    run.manager.clean_partial()
+    try:
+        step = run.manager.restore_latest()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ZooError(f"the checkpoints in {run.manager.directory} do not match the task's "
+                       f"variables ({str(e).splitlines()[0][:300]}); use another --model_dir "
+                       f"(nothing was changed)") from None
+    if step is not None:
+        run.last_ckpt = run.manager.path(step)
+        print(f"zoo-train: resumed from {run.last_ckpt}", file=sys.stderr, flush=True)
+    elif ckpt_lib.list_steps(run.model_dir):
+        log.warning("zoo: no valid checkpoint in %s; starting from step 0 (the corrupt ones "
+                    "are kept)", run.model_dir)
+
+
+def _record_session(run: _Run, saved, task_config, changes, seed, batch_size, start_step,
+                    args: Dict[str, Any]) -> None:
+    info = saved if saved is not None else run_info.new_info(run.name, task_config, seed,
+                                                             batch_size)
+    if changes:  # load_task rebuilds the task as it is now; the session keeps the change
+        info = {**info, "task_config": run_info.normalize(task_config)}
+    run_info.write(run.model_dir, run_info.add_session(info, start_step, args))
+    run_info.write_operative_config(run.model_dir, start_step)
+
+
+# -- the loop --------------------------------------------------------------------------------------
 
 @gin.configurable("train", module="zoo.train", denylist=["distribution"])
 def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0, *, distribution=None,
@@ -199,7 +216,8 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
         task: a registered task name (built with its gin bindings) or a `Task` instance.
             task, model_dir, steps and batch_size are required (None gives a ZooError saying
             how to set them, rather than gin's "Required bindings" traceback).
-        model_dir: checkpoints, run.json, operative_config.gin and summaries (`train/`) go here.
+        model_dir: checkpoints, run.json, operative_config.gin and summaries (`train/`) go
+            here: a local path or a tf.io.gfile URL such as gs://bucket/run.
         steps: total number of steps (a resumed run continues up to it).
         batch_size: global batch size.
         seed: seeds the initial weights and the data order; a run resumes with the same seed.
@@ -229,7 +247,7 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
                 image_summary_every)
     steps, batch_size, seed = int(steps), int(batch_size), int(seed)
     model_dir = os.fspath(model_dir)
-    dist = distribution if distribution is not None else _default_distribution()
+    dist = distribution if distribution is not None else default_distribution()
     dist.check_batch_size(batch_size)
     saved = _check_model_dir(model_dir)
 
@@ -237,176 +255,191 @@ def train(task=None, model_dir=None, steps=None, batch_size=None, seed: int = 0,
         tf.config.experimental.enable_op_determinism()
     import keras
     keras.utils.set_random_seed(seed)
-
-    task = _make_task(task)
+    task = make_task(task)
     name = task_name_of(task)
     task_config = task.config()
-    changes = []
+    changes = _check_resumable(model_dir, saved, name, task_config, seed, batch_size,
+                               allow_config_change)
+    run = _build(task, name, dist, model_dir, seed, keep_last, keep_every, check_crc)
     if saved is not None:
-        changes = run_info.check_compatible(model_dir, saved, name, task_config, seed,
-                                            allow=tuple(allow_config_change or ()))
-        if changes:
-            print(f"zoo-train: warning: resuming {model_dir} with an allowed task config "
-                  f"change: {'; '.join(changes)}", file=sys.stderr, flush=True)
-        if int(saved.get("batch_size", batch_size)) != batch_size:
-            print(f"zoo-train: warning: {model_dir} was started with batch_size "
-                  f"{saved['batch_size']}, now {batch_size}: the resumed run sees other "
-                  f"batches than an uninterrupted one", file=sys.stderr, flush=True)
-    else:
-        run_info.normalize(task_config)  # fails early when not JSON-able
-
-    # Seed again right before build: a task made from its name (after the seeding above) and
-    # one passed in ready-made then start from the same weights (Keras layers draw their
-    # initial seeds from Python's RNG when they are created).
-    keras.utils.set_random_seed(seed)
-    with dist.scope():
-        task.build()
-        groups = task.update_groups()
-        _validate_groups(groups, name)
-        trackables = task.trackables()
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_skipped")
-    checkpoint = tf.train.Checkpoint(
-        task=tf.train.Checkpoint(**trackables),
-        optimizers=tf.train.Checkpoint(**{g.name: g.optimizer for g in groups}),
-        state=tf.train.Checkpoint(**_untracked_state(trackables)),
-        step=step_var, nonfinite_skipped=skipped_var)
-    is_chief = getattr(dist, "is_chief", True)
-    manager = ckpt_lib.CheckpointManager(checkpoint, model_dir, keep_last=keep_last,
-                                         keep_every=keep_every, check_crc=check_crc,
-                                         is_chief=is_chief)
-
-    # Resume from the newest valid checkpoint (corrupt newer ones are reported and skipped).
-    last_ckpt = None
-    if saved is not None:
-        manager.clean_partial()
-        last_ckpt = _restore_latest(manager, model_dir)
-    start_step = int(step_var.numpy())
-    if last_ckpt is None and saved is not None and ckpt_lib.list_steps(model_dir):
-        log.warning("zoo: no valid checkpoint in %s; starting from step 0 (the corrupt ones "
-                    "are kept)", model_dir)
-
-    if is_chief:
-        info = saved if saved is not None else run_info.new_info(name, task_config, seed,
-                                                                 batch_size)
-        if changes:  # load_task rebuilds the task as it is now; the session keeps the change
-            info = {**info, "task_config": run_info.normalize(task_config)}
-        args = dict(steps=steps, batch_size=batch_size, seed=seed,
-                    distribution=getattr(dist, "describe", lambda: str(dist))(),
-                    checkpoint_every=checkpoint_every, keep_last=keep_last,
-                    keep_every=keep_every, skip_nonfinite=skip_nonfinite,
-                    max_nonfinite=max_nonfinite, deterministic=deterministic,
-                    jit_compile=jit_compile, config_changes=changes)
-        run_info.write(model_dir, run_info.add_session(info, start_step, args))
-        _write_operative_config(model_dir, start_step)
+        _resume(run)
+    start_step = int(run.step_var.numpy())
+    if run.is_chief:
+        _record_session(run, saved, task_config, changes, seed, batch_size, start_step, dict(
+            steps=steps, batch_size=batch_size, seed=seed,
+            distribution=getattr(dist, "describe", lambda: str(dist))(),
+            checkpoint_every=checkpoint_every, keep_last=keep_last, keep_every=keep_every,
+            skip_nonfinite=skip_nonfinite, max_nonfinite=max_nonfinite,
+            deterministic=deterministic, jit_compile=jit_compile, config_changes=changes))
 
     if start_step >= steps:
-        msg = (f"{model_dir} is already at step {start_step} >= steps={steps}; nothing to do "
-               f"(raise train.steps / --steps to train further)")
-        print(f"zoo-train: {msg}", flush=True)
-        return TrainResult(task, start_step, start_step, {}, {}, int(skipped_var.numpy()),
-                           last_ckpt, time.time() - t_start, 0.0)
-
-    grad_step, apply_step = _make_step_functions(task, groups, dist, jit_compile)
-    dataset = task.dataset(batch_size, seed, start_step)
-    if jit_compile:
-        dataset = _without_strings(dataset)
-    batches = iter(dist.distribute_dataset(dataset))
-    writer = SummaryWriter(os.path.join(model_dir, SUMMARY_SUBDIR) if is_chief else None)
-
-    bar = _progress_bar(progress, start_step, steps)
-    losses: Dict[str, float] = {}
-    metrics: Dict[str, float] = {}
-    step = start_step
-    interval_t, interval_steps = time.time(), 0
-    loop_t0, warm_t0, warm_step = time.time(), None, None
-    stop = _StopOnSignal()
+        print(f"zoo-train: {model_dir} is already at step {start_step} >= steps={steps}; "
+              f"nothing to do (raise train.steps / --steps to train further)", flush=True)
+        return TrainResult(task, start_step, start_step, {}, {}, int(run.skipped_var.numpy()),
+                           run.last_ckpt, time.time() - t_start, 0.0)
+    session = _Session(run, steps, batch_size, seed, start_step, jit_compile, checkpoint_every,
+                       summary_every, image_summary_every, skip_nonfinite, max_nonfinite,
+                       progress)
     try:
-        while step < steps and not stop.requested:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                raise ZooError(f"task {name!r}: the dataset ended at step {step}; "
-                               f"Task.dataset must be infinite (use .repeat())") from None
-            out_losses, out_metrics, norms, grads = grad_step(batch)
-            losses = {k: _to_float(dist.reduce_mean(v)) for k, v in out_losses.items()}
-            metrics = {k: _to_float(dist.reduce_mean(v)) for k, v in out_metrics.items()}
-            gnorms = {k: _to_float(dist.reduce_mean(v)) for k, v in norms.items()}
-            bad = _nonfinite(groups, losses, gnorms)
-            if bad:
-                skipped = int(skipped_var.numpy()) + 1
-                if not skip_nonfinite or (max_nonfinite is not None and skipped > max_nonfinite):
-                    path = _save_last_good(manager, step, last_ckpt)
-                    hint = ("" if skip_nonfinite else
-                            "; set train.skip_nonfinite = True to skip such steps")
-                    limit = (f" (more than max_nonfinite={max_nonfinite} skipped)"
-                             if skip_nonfinite else "")
-                    raise ZooError(f"non-finite {bad} at step {step}{limit}; stopped, the last "
-                                   f"good state is checkpoint {os.path.basename(path)} ({path})"
-                                   f"{hint}")
-                skipped_var.assign(skipped)
-                log.warning("zoo: skipped step %d: non-finite %s (%d skipped so far)", step, bad,
-                            skipped)
-            else:
-                apply_step(grads)
-            step += 1
-            step_var.assign(step)
-            interval_steps += 1
-            if step == start_step + 1:  # the first step includes tracing
-                warm_t0, warm_step = time.time(), step
-            task.after_step(step)
-
-            if summary_every and step % summary_every == 0:
-                now = time.time()
-                sps = interval_steps / max(now - interval_t, 1e-9)
-                interval_t, interval_steps = now, 0
-                scalars = {f"loss/{k}": v for k, v in losses.items()}
-                scalars.update({f"metrics/{k}": v for k, v in metrics.items()})
-                scalars.update({f"grad_norm/{k}": v for k, v in gnorms.items()})
-                scalars.update({f"lr/{g.name}": lr for g in groups
-                                if (lr := _learning_rate(g.optimizer)) is not None})
-                scalars["steps_per_sec"] = sps
-                scalars["nonfinite_skipped"] = int(skipped_var.numpy())
-                writer.scalars(step, scalars)
-            if image_summary_every and step % image_summary_every == 0 and is_chief:
-                try:
-                    images = task.summaries(_host_batch(dist, batch))
-                except Exception as e:  # noqa: BLE001 -- a summary must not kill a run
-                    log.warning("zoo: task.summaries failed at step %d: %s", step, e)
-                    images = {}
-                if images:
-                    writer.images(step, images)
-            if step % checkpoint_every == 0 or step == steps or stop.requested:
-                last_ckpt = manager.save(step)
-            if bar is not None:
-                post = {k: f"{v:.4g}" for k, v in losses.items()}
-                if int(skipped_var.numpy()):
-                    post["skipped"] = int(skipped_var.numpy())
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
+        session.run()
     finally:
-        stop.restore()
-        if bar is not None:
-            bar.close()
-        writer.close()
-        if is_chief:
-            _write_operative_config(model_dir, start_step)
+        session.close()
+    return session.result(t_start)
 
-    seconds = time.time() - t_start
-    if warm_t0 is not None and step > warm_step:
-        sps = (step - warm_step) / max(time.time() - warm_t0, 1e-9)
-    else:
-        sps = (step - start_step) / max(time.time() - loop_t0, 1e-9)
-    skipped = int(skipped_var.numpy())
-    loss_txt = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-    print(f"zoo-train: {name} steps {start_step}->{step} in {seconds:.1f}s ({sps:.2f} steps/s "
-          f"after the first); loss {loss_txt}; non-finite skipped {skipped}; checkpoint "
-          f"{last_ckpt}", flush=True)
-    if stop.requested:
-        print(f"zoo-train: stopped by {stop.requested} after step {step} (saved); run the same "
-              f"command to resume", file=sys.stderr, flush=True)
-    return TrainResult(task, step, start_step, losses, metrics, skipped, last_ckpt, seconds, sps,
-                       interrupted=stop.requested)
+
+class _Session:
+    """Steps `start_step` .. `steps` of a run: the step functions, summaries, checkpoints,
+    the progress bar and signals."""
+
+    def __init__(self, run: _Run, steps, batch_size, seed, start_step, jit_compile,
+                 checkpoint_every, summary_every, image_summary_every, skip_nonfinite,
+                 max_nonfinite, progress):
+        self.run_state, self.steps, self.batch_size, self.seed = run, steps, batch_size, seed
+        self.start_step = self.step = start_step
+        self.checkpoint_every, self.summary_every = checkpoint_every, summary_every
+        self.image_summary_every = image_summary_every
+        self.skip_nonfinite, self.max_nonfinite = skip_nonfinite, max_nonfinite
+        self.grad_step, self.apply_step = steps_lib.make_step_functions(
+            run.task, run.groups, run.dist, jit_compile)
+        dataset = steps_lib.device_dataset(run.task.dataset(batch_size, seed, start_step),
+                                           batch_size)
+        self.batches = iter(run.dist.distribute_dataset(dataset))
+        self.writer = SummaryWriter(storage.join(run.model_dir, SUMMARY_SUBDIR)
+                                    if run.is_chief else None)
+        self.bar = _progress_bar(progress, start_step, steps)
+        self.losses: Dict[str, float] = {}
+        self.metrics: Dict[str, float] = {}
+        self.interval_t, self.interval_steps = time.time(), 0
+        self.loop_t0, self.warm_t0, self.warm_step = time.time(), None, None
+        self.stop = _StopOnSignal()
+
+    def run(self) -> None:
+        r = self.run_state
+        while self.step < self.steps and not self.stop.requested:
+            try:
+                batch = next(self.batches)
+            except StopIteration:
+                raise ZooError(f"task {r.name!r}: the dataset ended at step {self.step}; "
+                               f"Task.dataset must be infinite (use .repeat())") from None
+            if self.step == self.start_step:
+                self._check_compilable(batch)
+            out_losses, out_metrics, norms, grads = self.grad_step(batch)
+            reduce = r.dist.reduce_mean
+            self.losses = {k: steps_lib.to_float(reduce(v)) for k, v in out_losses.items()}
+            self.metrics = {k: steps_lib.to_float(reduce(v)) for k, v in out_metrics.items()}
+            gnorms = {k: steps_lib.to_float(reduce(v)) for k, v in norms.items()}
+            bad = steps_lib.nonfinite(r.groups, self.losses, gnorms)
+            if bad:
+                self._skip_or_stop(bad)
+            else:
+                self.apply_step(grads)
+            self.step += 1
+            r.step_var.assign(self.step)
+            self.interval_steps += 1
+            if self.step == self.start_step + 1:  # the first step includes tracing
+                self.warm_t0, self.warm_step = time.time(), self.step
+            r.task.after_step(self.step)
+            self._summaries(gnorms)
+            if (self.step % self.checkpoint_every == 0 or self.step == self.steps
+                    or self.stop.requested):
+                r.last_ckpt = r.manager.save(self.step)
+            self._progress()
+
+    def _check_compilable(self, batch) -> None:
+        """On a TPU, a step holding host callbacks or strings is named before it is run."""
+        dist = self.run_state.dist
+        if "TPU" not in (getattr(dist, "name", "").upper(), getattr(dist, "device_type", "")):
+            return
+        bad = steps_lib.host_only_ops(self.grad_step.get_concrete_function(batch))
+        if bad:
+            raise ZooError(f"task {self.run_state.name!r}: the train step holds ops a TPU "
+                           f"cannot run: {', '.join(bad[:5])}; keep strings and Python "
+                           f"callbacks out of Task.losses")
+
+    def _skip_or_stop(self, bad: str) -> None:
+        r = self.run_state
+        skipped = int(r.skipped_var.numpy()) + 1
+        if not self.skip_nonfinite or (self.max_nonfinite is not None
+                                       and skipped > self.max_nonfinite):
+            path = self._save_last_good()
+            hint = ("" if self.skip_nonfinite else
+                    "; set train.skip_nonfinite = True to skip such steps")
+            limit = (f" (more than max_nonfinite={self.max_nonfinite} skipped)"
+                     if self.skip_nonfinite else "")
+            raise ZooError(f"non-finite {bad} at step {self.step}{limit}; stopped, the last "
+                           f"good state is checkpoint {os.path.basename(path)} ({path}){hint}")
+        r.skipped_var.assign(skipped)
+        log.warning("zoo: skipped step %d: non-finite %s (%d skipped so far)", self.step, bad,
+                    skipped)
+
+    def _save_last_good(self) -> str:
+        r = self.run_state
+        if r.last_ckpt and r.last_ckpt == r.manager.path(self.step) \
+                and self.step in r.manager.steps():
+            return r.last_ckpt
+        return r.manager.save(self.step)
+
+    def _summaries(self, gnorms) -> None:
+        r, step = self.run_state, self.step
+        if self.summary_every and step % self.summary_every == 0:
+            now = time.time()
+            sps = self.interval_steps / max(now - self.interval_t, 1e-9)
+            self.interval_t, self.interval_steps = now, 0
+            scalars = {f"loss/{k}": v for k, v in self.losses.items()}
+            scalars.update({f"metrics/{k}": v for k, v in self.metrics.items()})
+            scalars.update({f"grad_norm/{k}": v for k, v in gnorms.items()})
+            scalars.update({f"lr/{g.name}": lr for g in r.groups
+                            if (lr := _learning_rate(g.optimizer)) is not None})
+            scalars["steps_per_sec"] = sps
+            scalars["nonfinite_skipped"] = int(r.skipped_var.numpy())
+            self.writer.scalars(step, scalars)
+        if self.image_summary_every and step % self.image_summary_every == 0 and r.is_chief:
+            try:
+                # The whole batch of the step just run, strings included, made again on the
+                # host (a batch is a function of (seed, step)); none of it was on a device.
+                host = r.task.dataset(self.batch_size, self.seed, step - 1)
+                images = r.task.summaries(next(iter(host)))
+            except Exception as e:  # noqa: BLE001 -- a summary must not kill a run
+                log.warning("zoo: task.summaries failed at step %d: %s", step, e)
+                images = {}
+            if images:
+                self.writer.images(step, images)
+
+    def _progress(self) -> None:
+        if self.bar is None:
+            return
+        post = {k: f"{v:.4g}" for k, v in self.losses.items()}
+        skipped = int(self.run_state.skipped_var.numpy())
+        if skipped:
+            post["skipped"] = skipped
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.stop.restore()
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+        if self.run_state.is_chief:
+            run_info.write_operative_config(self.run_state.model_dir, self.start_step)
+
+    def result(self, t_start: float) -> TrainResult:
+        r, step = self.run_state, self.step
+        seconds = time.time() - t_start
+        if self.warm_t0 is not None and step > self.warm_step:
+            sps = (step - self.warm_step) / max(time.time() - self.warm_t0, 1e-9)
+        else:
+            sps = (step - self.start_step) / max(time.time() - self.loop_t0, 1e-9)
+        skipped = int(r.skipped_var.numpy())
+        loss_txt = ", ".join(f"{k}={v:.4g}" for k, v in self.losses.items())
+        print(f"zoo-train: {r.name} steps {self.start_step}->{step} in {seconds:.1f}s "
+              f"({sps:.2f} steps/s after the first); loss {loss_txt}; non-finite skipped "
+              f"{skipped}; checkpoint {r.last_ckpt}", flush=True)
+        if self.stop.requested:
+            print(f"zoo-train: stopped by {self.stop.requested} after step {step} (saved); run "
+                  f"the same command to resume", file=sys.stderr, flush=True)
+        return TrainResult(r.task, step, self.start_step, self.losses, self.metrics, skipped,
+                           r.last_ckpt, seconds, sps, interrupted=self.stop.requested)
 
 
 class _StopOnSignal:
@@ -439,152 +472,11 @@ class _StopOnSignal:
         self._previous = {}
 
 
-def _untracked_state(trackables: Dict[str, Any]) -> Dict[str, List[tf.Variable]]:
-    """Non-trainable variables of Keras layers, by trackable, in the layers' order.
-
-    Keras 3 does not track its SeedGenerators for tf.train.Checkpoint, so without this a
-    resumed run would restart Dropout's random stream (and differ from an uninterrupted run).
-    Variables that are also tracked elsewhere are still saved once.
-    """
-    import keras
-    out = {}
-    for key, obj in trackables.items():
-        if isinstance(obj, keras.layers.Layer):
-            variables = list(obj.non_trainable_variables)
-            if variables:
-                out[key] = variables
-    return out
-
-
-def _without_strings(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Drops the string features (e.g. raw captions) of dict batches: XLA has no string type,
-    and a task's losses read the tokenized ids, not the text."""
-    spec = dataset.element_spec
-    if not isinstance(spec, dict):
-        return dataset
-    strings = [k for k, v in spec.items() if getattr(v, "dtype", None) == tf.string]
-    if not strings:
-        return dataset
-    return dataset.map(lambda b: {k: v for k, v in b.items() if k not in strings})
-
-
-def _make_step_functions(task: Task, groups: List[UpdateGroup], dist, jit_compile: bool):
-    """(grad_step, apply_step): two separate tf.functions (DESIGN.md pitfall 4)."""
-    group_names = [g.name for g in groups]
-
-    def replica_grads(batch):
-        with tf.GradientTape(persistent=len(groups) > 1) as tape:
-            losses, metrics = task.losses(batch, training=True)
-            missing = [n for n in group_names if n not in losses]
-            if missing:
-                raise ZooError(f"task.losses returned no loss for update group(s) {missing}; "
-                               f"it returned {sorted(losses)}")
-            scaled = {n: dist.scale_loss(losses[n]) for n in group_names}
-        grads, norms = {}, {}
-        for g in groups:
-            gs = tape.gradient(scaled[g.name], g.variables)
-            gs = list(dist.reduce_gradients(gs, g.variables))
-            present = [x for x in gs if x is not None]
-            norm = tf.linalg.global_norm(present) if present else tf.constant(0.0)
-            if g.clip_norm is not None and present:
-                clipped, _ = tf.clip_by_global_norm(present, g.clip_norm, use_norm=norm)
-                it = iter(clipped)
-                gs = [next(it) if x is not None else None for x in gs]
-            grads[g.name] = gs
-            norms[g.name] = norm
-        del tape
-        return losses, metrics, norms, grads
-
-    @tf.function(jit_compile=jit_compile)
-    def grad_step(batch):
-        return dist.run(replica_grads, batch)
-
-    def replica_apply(grads):
-        for g in groups:
-            dist.apply_gradients(g.optimizer, grads[g.name], g.variables)
-
-    @tf.function
-    def apply_step(grads):
-        dist.run(replica_apply, grads)
-
-    return grad_step, apply_step
-
-
-def _nonfinite(groups, losses, gnorms) -> Optional[str]:
-    """'loss of update group 'g' (=nan)' or 'gradient ...' for the first bad group, else None."""
-    for g in groups:
-        value = losses.get(g.name)
-        if value is not None and not _finite(value):
-            return f"loss in update group {g.name!r} (loss {g.name!r} = {value})"
-        norm = gnorms.get(g.name)
-        if norm is not None and not _finite(norm):
-            return f"gradient in update group {g.name!r} (global norm = {norm})"
-    return None
-
-
-def _save_last_good(manager, step, last_ckpt) -> str:
-    if last_ckpt and os.path.basename(last_ckpt) == f"{ckpt_lib.PREFIX}-{step}" \
-            and os.path.isdir(last_ckpt):
-        return last_ckpt
-    return manager.save(step)
-
-
-def _restore_latest(manager: ckpt_lib.CheckpointManager, model_dir: str) -> Optional[str]:
-    tried = set()
-    while True:
-        step, _ = _latest_excluding(manager, tried)
-        if step is None:
-            return None
-        path = manager.path(step)
-        try:
-            manager.restore(step)
-        except (tf.errors.DataLossError, tf.errors.NotFoundError,
-                tf.errors.OutOfRangeError) as e:
-            log.warning("zoo: checkpoint %s is unreadable (%s); falling back to the one "
-                        "before it", path, str(e).splitlines()[0])
-            tried.add(step)
-            continue
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-            raise ZooError(f"checkpoint {path} does not match the task's variables "
-                           f"({str(e).splitlines()[0][:300]}); use another --model_dir "
-                           f"(nothing was changed)") from None
-        print(f"zoo-train: resumed from {path}", file=sys.stderr, flush=True)
-        return path
-
-
-def _latest_excluding(manager, tried):
-    problems = []
-    for step in reversed(manager.steps()):
-        if step in tried:
-            continue
-        try:
-            ckpt_lib.verify(manager.path(step), check_crc=manager.check_crc)
-        except ckpt_lib.CorruptCheckpointError as e:
-            msg = f"{e}; falling back to the checkpoint before it"
-            problems.append(msg)
-            log.warning("zoo: %s", msg)
-            print(f"zoo-train: warning: {msg}", file=sys.stderr, flush=True)
-            tried.add(step)
-            continue
-        return step, problems
-    return None, problems
-
-
 def _learning_rate(optimizer) -> Optional[float]:
     try:
         return float(np.asarray(optimizer.learning_rate))
     except Exception:  # noqa: BLE001 -- summaries are best effort
         return None
-
-
-def _host_batch(dist, batch):
-    gather = getattr(dist, "gather", None)
-    if gather is None:
-        return batch
-    try:
-        return tf.nest.map_structure(gather, batch)
-    except Exception:  # noqa: BLE001
-        return batch
 
 
 def _progress_bar(enabled, start, total):
@@ -595,84 +487,3 @@ def _progress_bar(enabled, start, total):
     interactive = getattr(sys.stderr, "isatty", lambda: False)()
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
                 mininterval=0.5 if interactive else 30.0, file=sys.stderr, desc="train")
-
-
-def _write_operative_config(model_dir: str, start_step: int) -> None:
-    """operative_config.gin; a resumed session with another config also writes its own file."""
-    try:
-        text = gin.operative_config_str()
-        if not text.strip():
-            text = gin.config_str()
-    except Exception as e:  # noqa: BLE001 -- e.g. a configurable unregistered since its call
-        log.warning("zoo: could not write the operative gin config: %r", e)
-        return
-    if not text.strip():
-        return
-    path = os.path.join(model_dir, "operative_config.gin")
-    if os.path.isfile(path) and start_step > 0:
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-        if old != text:
-            zoo_config.write_operative_config(model_dir,
-                                              f"operative_config-resume-{start_step}.gin")
-            return
-    zoo_config.write_operative_config(model_dir)
-
-
-# -- loading a trained task ------------------------------------------------------------------
-
-
-def load_task(model_dir: str, step: Optional[int] = None, distribution=None) -> Task:
-    """The task of a zoo-train run, rebuilt from run.json (no gin) with its weights restored.
-
-    Args:
-        model_dir: a directory written by `train`.
-        step: a checkpoint step; None takes the newest valid one (corrupt newer ones are
-            reported and skipped).
-        distribution: build under this distribution's scope (None: single device).
-
-    The task gets attributes `restored_step` and `restored_checkpoint`.
-    """
-    model_dir = os.fspath(model_dir)
-    if not os.path.isdir(model_dir):
-        raise ZooError(f"model_dir {model_dir} does not exist")
-    info = run_info.read(model_dir)
-    if info is None:
-        raise ZooError(f"{model_dir} has no {run_info.RUN_FILE}: not a zoo-train model "
-                       f"directory")
-    cls = task_class(info["task"])
-    try:
-        task = cls(**info.get("task_config", {}))
-    except TypeError as e:
-        raise ZooError(f"cannot rebuild task {info['task']!r} from {model_dir}/"
-                       f"{run_info.RUN_FILE}: {e}") from None
-    dist = distribution if distribution is not None else _default_distribution()
-    with dist.scope():
-        task.build()
-        trackables = task.trackables()
-    root = tf.train.Checkpoint(task=tf.train.Checkpoint(**trackables),
-                               state=tf.train.Checkpoint(**_untracked_state(trackables)))
-    if step is None:
-        tried = set()
-        while True:
-            found, _ = _latest_excluding(
-                ckpt_lib.CheckpointManager(root, model_dir, check_crc=True), tried)
-            if found is None:
-                raise ZooError(f"{model_dir} has no valid checkpoint to load")
-            try:
-                root.read(ckpt_lib.checkpoint_prefix(model_dir, found)).expect_partial()
-                step = found
-                break
-            except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
-                log.warning("zoo: checkpoint %d unreadable (%s)", found, e)
-                tried.add(found)
-    else:
-        path = os.path.join(ckpt_lib.checkpoint_dir(model_dir), f"{ckpt_lib.PREFIX}-{step}")
-        if not os.path.isdir(path):
-            raise ZooError(f"{model_dir} has no checkpoint at step {step} (have: "
-                           f"{ckpt_lib.list_steps(model_dir)})")
-        ckpt_lib.verify(path)
-        root.read(ckpt_lib.checkpoint_prefix(model_dir, step)).expect_partial()
-    task.restored_step = int(step)
-    task.restored_checkpoint = ckpt_lib.checkpoint_prefix(model_dir, step)
-    return task

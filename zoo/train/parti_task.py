@@ -1,6 +1,6 @@
 """Training stage for the Parti transformer (task `parti`): captions -> image codes.
 
-    # gin/runs/parti_demo.gin
+    # gin/runs/parti_tiny_shapes.gin
     train.task = 'parti'
     parti.model = 'parti_tiny'
     parti.image_tokenizer_dir = 'runs/demo/tokenizer'    # a trained `vit_vqgan` run
@@ -26,47 +26,22 @@ clipped to global norm 4.0. Each is a registered component with options:
 
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
-from zoo.registry import IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
+from zoo.models import contract
+from zoo.registry import DATASETS, IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
 from zoo.train import optimizers as _optimizers  # noqa: F401  (registers adafactor, schedule)
+from zoo.train import run_info, storage
 from zoo.train.task import Task, UpdateGroup
 
 log = logging.getLogger("zoo")
 
 
-def resolved_options(registry, name, options) -> Dict[str, Any]:
-    """Gin bindings of component `name` with `options` on top (rebuilds it without gin)."""
-    registry.entry(name)  # unknown name -> one-line error with suggestions
-    try:
-        bound = dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
-    except (ValueError, KeyError):
-        bound = {}
-    out = {**bound, **dict(options or {})}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-def tokenizer_run(model_dir: str):
-    """(tokenizer name, options) of a trained `vit_vqgan` run directory, from its run.json."""
-    from zoo.train import run_info
-    if not os.path.isdir(model_dir):
-        raise ZooError(f"image tokenizer directory {model_dir!r} does not exist; train one with "
-                       f"zoo-train --gin_file=runs/tokenizer_tiny_shapes.gin --model_dir=...")
-    info = run_info.read(model_dir)
-    if info is None:
-        raise ZooError(f"{model_dir!r} is not a zoo-train model directory (no "
-                       f"{run_info.RUN_FILE}); give the directory of a trained tokenizer run")
-    cfg = info.get("task_config", {})
-    if "tokenizer" not in cfg:
-        raise ZooError(f"{model_dir!r} is a {info.get('task')!r} run, not an image tokenizer "
-                       f"run")
-    return cfg["tokenizer"], dict(cfg.get("tokenizer_options") or {})
 
 
 def load_image_tokenizer(model_dir: Optional[str], name: Optional[str], options=None):
@@ -117,12 +92,13 @@ def _vocab_size(model_path) -> int:
     return int(processor.get_piece_size())
 
 
-@TASKS.register("parti")
+@TASKS.register("parti", needs="a SentencePiece model (text_tokenizer)")
 class PartiTask(Task):
     """Trains Parti's encoder-decoder to predict a frozen image tokenizer's codes from text.
 
     Args:
-        model: registered Parti size (e.g. 'parti_tiny', 'parti_350m').
+        model: registered model (e.g. 'parti_tiny', 'parti_350m', or a plugin's) meeting
+            the model contract of `zoo.models.contract`.
         model_options: overrides of the size's arguments (gin bindings of the size apply too).
         image_tokenizer_dir: a trained `vit_vqgan` run directory (the frozen tokenizer).
         image_tokenizer: registered image tokenizer used untrained when no directory is given
@@ -164,13 +140,14 @@ class PartiTask(Task):
                            f"{condition_drop_rate!r}")
         if clip_norm is not None and not float(clip_norm) > 0:
             raise ZooError(f"parti.clip_norm must be > 0 or None, got {clip_norm!r}")
-        self.image_tokenizer_dir = (os.path.abspath(image_tokenizer_dir)
+        self.image_tokenizer_dir = (storage.absolute(image_tokenizer_dir)
                                     if image_tokenizer_dir else None)
         if self.image_tokenizer_dir:
-            image_tokenizer, image_tokenizer_options = tokenizer_run(self.image_tokenizer_dir)
+            image_tokenizer, image_tokenizer_options = run_info.tokenizer_run(
+                self.image_tokenizer_dir)
         self.image_tokenizer_name = image_tokenizer
-        self.image_tokenizer_options = resolved_options(IMAGE_TOKENIZERS, image_tokenizer,
-                                                        image_tokenizer_options)
+        self.image_tokenizer_options = IMAGE_TOKENIZERS.resolve(image_tokenizer,
+                                                                image_tokenizer_options)
         # An unbuilt twin gives the grid and codebook without loading weights.
         probe = IMAGE_TOKENIZERS.create(image_tokenizer, **self.image_tokenizer_options)
         self.image_size = int(probe.image_size)
@@ -190,26 +167,29 @@ class PartiTask(Task):
         self.text_tokenizer_path = (text_tokenizer if _registered_text_tokenizer(text_tokenizer)
                                     else os.path.abspath(os.fspath(text_tokenizer)))
         self.model_name = model
+        contract.check_model_entry(model)
         options = dict(model_options or {})
-        sized = MODELS.create(model, **options)  # gin bindings of the size, then options
+        # An unbuilt probe (gin bindings of the size, then options) gives the architecture.
+        sized = MODELS.create(model, **options)
         self.max_text_length = int(max_text_length or sized.max_text_length)
         # The in-graph tokenizer is made in build(): TF resources made before the loop seeds
         # TF (keras.utils.set_random_seed) are destroyed by it.
         self.text_tokenizer = None
-        arch = sized.architecture()
+        arch = contract.architecture(sized, model)
         arch.update(image_grid=list(self.image_grid), image_vocab_size=self.codebook_size,
                     text_vocab_size=_vocab_size(self.text_tokenizer_path),
                     max_text_length=self.max_text_length,
                     mixed_precision=bool(mixed_precision or arch.get("mixed_precision")))
         self.model_options = arch
         self.dataset_name = dataset
-        self.dataset_options = dict(dataset_options or {})
+        # Resolved (gin bindings of the dataset included), so run.json names the data it read.
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.split = split
         self.condition_drop_rate = float(condition_drop_rate)
         self.optimizer_name = optimizer
-        self.optimizer_options = resolved_options(OPTIMIZERS, optimizer, optimizer_options)
+        self.optimizer_options = OPTIMIZERS.resolve(optimizer, optimizer_options)
         self.schedule_name = schedule
-        self.schedule_options = resolved_options(SCHEDULES, schedule, schedule_options)
+        self.schedule_options = SCHEDULES.resolve(schedule, schedule_options)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.mixed_precision = bool(mixed_precision)
         self.summary_captions = list(summary_captions) if summary_captions else None
@@ -238,13 +218,16 @@ class PartiTask(Task):
     # -- building ----------------------------------------------------------------------------
 
     def build(self):
-        from zoo.models.parti import Parti
         self.text_tokenizer = _make_text_tokenizer(self.text_tokenizer_path,
                                                    self.max_text_length)
-        options = {k: v for k, v in self.model_options.items() if k not in ("trainable",
-                                                                             "dtype")}
-        self.model = Parti(**options)
+        # The registered model, rebuilt from its recorded architecture (run.json files
+        # written before a model gained an argument still load: it takes its default).
+        options = {k: v for k, v in self.model_options.items()
+                   if k not in contract.NOT_ARCHITECTURE}
+        self.model = MODELS.create(self.model_name, **options)
+        contract.check_model(self.model, self.model_name)
         self.model.build()
+        contract.check_rebuilt(self.model, self.model_name, options)
         # Loaded with code records too: it decodes the summary samples.
         self.image_tokenizer = load_image_tokenizer(
             self.image_tokenizer_dir, self.image_tokenizer_name, self.image_tokenizer_options)
@@ -281,13 +264,15 @@ class PartiTask(Task):
         return ds.prefetch(2)
 
     def _image_dataset(self, batch_size, seed, start_step):
-        from zoo.data.pipeline import make_dataset
+        from zoo.data.pipeline import get_dataset, make_dataset
         if self.image_tokenizer is None:
             raise ZooError("PartiTask.dataset() needs build() first (the image tokenizer)")
-        ds = make_dataset(dataset=self.dataset_name, split=self.split,
-                          image_size=self.image_size, batch_size=batch_size,
-                          tokenizer=self.text_tokenizer, seed=seed, start_step=start_step,
-                          **self.dataset_options)
+        # Built first: the dataset's own arguments (e.g. its `seed`) must not collide with the
+        # pipeline's (the data-order `seed`).
+        ds = make_dataset(dataset=get_dataset(self.dataset_name, **self.dataset_options),
+                          split=self.split, image_size=self.image_size,
+                          batch_size=batch_size, tokenizer=self.text_tokenizer, seed=seed,
+                          start_step=start_step)
         tokenizer = self.image_tokenizer
 
         def encode(batch):

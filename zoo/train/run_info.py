@@ -5,21 +5,28 @@
      "created": "...", "sessions": [{"start_step": 0, "command": ..., "time": ...}, ...]}
 
 `check_compatible` refuses to resume a directory made by another task or with another task
-config (e.g. another model size), showing a short diff.
+config (e.g. another model size), showing a short diff. `write_operative_config` records the
+gin config a session ran with. Every file goes through tf.io.gfile (zoo/train/storage.py), so a
+model directory may be a bucket.
 """
 
 import datetime
 import importlib.metadata
 import json
-import os
+import logging
 import platform
 import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from zoo import compat
 from zoo.errors import ZooError
+from zoo.train import storage
+
+log = logging.getLogger("zoo")
 
 RUN_FILE = "run.json"
+OPERATIVE_CONFIG = "operative_config.gin"
 _PACKAGES = ("zoo", "tensorflow", "keras", "tensorflow-text", "gin-config", "numpy",
              "absl-py", "tensorflow-datasets", "sentencepiece")
 
@@ -48,32 +55,65 @@ def normalize(config: Any) -> Any:
 
 
 def read(model_dir: str) -> Optional[Dict[str, Any]]:
-    """run.json of `model_dir`, or None when there is none."""
-    path = os.path.join(model_dir, RUN_FILE)
-    if not os.path.isfile(path):
+    """run.json of `model_dir` (renamed options under their current names), or None when
+    there is none."""
+    path = storage.join(model_dir, RUN_FILE)
+    if not storage.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ZooError(f"{path} is unreadable ({e}); fix or move it, or use another "
-                       f"--model_dir") from None
+        info = json.loads(storage.read_text(path))
+    except Exception as e:  # noqa: BLE001 -- OSError, tf.errors.OpError, ValueError
+        raise ZooError(f"{path} is unreadable ({str(e).splitlines()[0]}); fix or move it, or "
+                       f"use another --model_dir") from None
     if not isinstance(info, dict) or "task" not in info:
         raise ZooError(f"{path} is not a zoo run file (no 'task' entry); use another --model_dir")
-    return info
+    return compat.upgrade(info)  # options under their current names (zoo.compat)
 
 
 def write(model_dir: str, info: Dict[str, Any]) -> str:
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, RUN_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(info, indent=1, sort_keys=True) + "\n"
+    return storage.write_text(storage.join(model_dir, RUN_FILE), text)
+
+
+def tokenizer_run(model_dir: str, what: str = "image tokenizer directory"):
+    """(tokenizer name, options) of a trained `vit_vqgan` run directory, from its run.json.
+
+    `what` names the setting in the errors (e.g. 'init_from').
+    """
+    if not storage.isdir(model_dir):
+        raise ZooError(f"{what} {model_dir!r} does not exist, so it is not a zoo-train model "
+                       f"directory; train a tokenizer with zoo-train "
+                       f"--gin_file=runs/tokenizer_tiny_shapes.gin --model_dir=... and give "
+                       f"that directory")
+    info = read(model_dir)
+    if info is None:
+        raise ZooError(f"{what} {model_dir!r} is not a zoo-train model directory (no "
+                       f"{RUN_FILE}); give the directory of a trained tokenizer run")
+    cfg = info.get("task_config", {})
+    if "tokenizer" not in cfg:
+        raise ZooError(f"{what} {model_dir!r} is a {info.get('task')!r} run, not an image "
+                       f"tokenizer run")
+    return cfg["tokenizer"], dict(cfg.get("tokenizer_options") or {})
+
+
+def write_operative_config(model_dir: str, start_step: int) -> Optional[str]:
+    """Writes gin's operative config into `model_dir/operative_config.gin`; a resumed session
+    whose config differs writes `operative_config-resume-<step>.gin` instead. Returns the path
+    (None when gin has nothing to say)."""
+    import gin
+    try:
+        text = gin.operative_config_str()
+        if not text.strip():
+            text = gin.config_str()
+    except Exception as e:  # noqa: BLE001 -- e.g. a configurable unregistered since its call
+        log.warning("zoo: could not write the operative gin config: %r", e)
+        return None
+    if not text.strip():
+        return None
+    path = storage.join(model_dir, OPERATIVE_CONFIG)
+    if start_step > 0 and storage.exists(path) and storage.read_text(path) != text:
+        path = storage.join(model_dir, f"operative_config-resume-{start_step}.gin")
+    return storage.write_text(path, text)
 
 
 def new_info(task_name: str, task_config: Dict[str, Any], seed: int,

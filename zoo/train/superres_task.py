@@ -18,10 +18,10 @@ from zoo.models import losses as L
 from zoo.registry import TASKS, UPSAMPLERS
 from zoo.train.task import Task
 from zoo.train.tokenizer_task import (AdversarialTraining, load_tokenizer, make_data,
-                                      resolved_options, side_by_side)
+                                      side_by_side)
 
 
-@TASKS.register("superres")
+@TASKS.register("superres", tiny={"feature_network": "tiny_conv"})
 class SuperResTask(AdversarialTraining, Task):
     """Trains a registered upsampler on (tokenizer reconstruction of downsampled -> original).
 
@@ -49,21 +49,13 @@ class SuperResTask(AdversarialTraining, Task):
                  warmup_steps=1000, total_steps=100000, discriminator_learning_rate=None,
                  beta_1=0.9, beta_2=0.99, weight_decay=1e-4, clip_norm=None, image_summaries=8):
         self.upsampler_name = upsampler
-        self.upsampler_options = resolved_options(UPSAMPLERS, upsampler, upsampler_options)
+        self.upsampler_options = UPSAMPLERS.resolve(upsampler, upsampler_options)
         self.image_size = int(image_size)
         self.tokenizer_dir = tokenizer_dir
         self.dataset_name = dataset
         self.dataset_options = dict(dataset_options or {})
         self.l2_weight = float(l2_weight)
-        self.set_adversarial_options(
-            perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
-            feature_network=feature_network, feature_network_options=feature_network_options,
-            discriminator=discriminator, discriminator_options=discriminator_options,
-            r1_weight=r1_weight, adversarial_start_step=adversarial_start_step,
-            learning_rate=learning_rate, end_learning_rate=end_learning_rate,
-            warmup_steps=warmup_steps, total_steps=total_steps,
-            discriminator_learning_rate=discriminator_learning_rate, beta_1=beta_1,
-            beta_2=beta_2, weight_decay=weight_decay, clip_norm=clip_norm)
+        self.set_adversarial_options(locals())
         self.image_summaries = int(image_summaries)
         self.upsampler = None
         self.tokenizer = None
@@ -110,7 +102,10 @@ class SuperResTask(AdversarialTraining, Task):
 
     def inputs(self, images):
         """The upsampler's inputs for high-resolution `images`."""
-        low = tf.image.resize(images, (self.low_size, self.low_size), method="area")
+        # Area downsampling by the integer scale, as average pooling: XLA (TPUs) has no
+        # ResizeArea kernel.
+        scale = self.image_size // self.low_size
+        low = tf.nn.avg_pool2d(images, scale, scale, "VALID")
         if self.tokenizer is not None:
             low = self.tokenizer.decode(self.tokenizer.encode(low))
         return tf.stop_gradient(low)

@@ -28,9 +28,13 @@ Rules a task follows so that every loop feature works:
 - `trackables()` values are Keras layers/models (or other trackables); the loop also saves the
   non-trainable variables of Keras layers (seed generator states), which Keras 3 does not track
   for `tf.train.Checkpoint` by itself.
+- Only numbers enter the compiled step: the loop drops string features (raw captions) from
+  the batches `losses` sees, and gives every tensor its static shape (TPUs and XLA need both);
+  `summaries` gets the whole batch, strings included, on the host.
 """
 
 import dataclasses
+import importlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
@@ -79,3 +83,61 @@ class Task:
 
     def after_step(self, step: int) -> None:
         """Eager hook after each applied step (e.g. codebook usage windows). Optional."""
+
+
+# -- finding tasks by name ---------------------------------------------------------------------
+
+def task_name_of(task: Task) -> str:
+    """The registry name of the task's class, else 'module:QualName' (importable)."""
+    from zoo.registry import TASKS
+    cls = type(task)
+    for entry in TASKS.entries():
+        if entry.obj is cls:
+            return entry.name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def task_class(name: str) -> type:
+    """The task class for a registry name or a 'module:QualName' reference."""
+    from zoo.errors import ZooError
+    if ":" in name:
+        module, _, qual = name.partition(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise ZooError(f"task {name!r} cannot be imported ({e}); install or import the "
+                           f"package that defines it") from None
+        return obj
+    from zoo import plugins
+    from zoo.registry import TASKS
+    plugins.ensure_loaded()
+    return TASKS.get(name)
+
+
+def make_task(task) -> Task:
+    """A Task instance from a registered name (built with its gin bindings) or a Task."""
+    import gin
+
+    from zoo.errors import ZooError
+    from zoo.registry import TASKS
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        try:
+            made = TASKS.create(task)
+        except ZooError:
+            raise
+        except TypeError as e:
+            if "Unrecognized keyword" in str(e) or "unexpected keyword" in str(e):
+                raise ZooError(f"building task {task!r}: {str(e).splitlines()[0]} (check the "
+                               f"gin bindings)") from None
+            raise
+        if not isinstance(made, Task):
+            raise ZooError(f"task {task!r} built a {type(made).__name__}, not a zoo Task")
+        return made
+    if task is None or task is gin.REQUIRED:
+        raise ZooError("no task given: set `train.task = '<name>'` in a gin file "
+                       "(zoo-list task shows the names)")
+    raise ZooError(f"train(task=...) takes a task name or a Task, got {type(task).__name__}")

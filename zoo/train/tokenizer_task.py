@@ -17,9 +17,8 @@ logit-Laplace loss (see gin/runs/tokenizer_tiny_finetune_decoder.gin).
 
 import logging
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,13 +26,14 @@ from keras import ops
 
 from zoo.errors import ZooError
 from zoo.models import losses as L
-from zoo.registry import DISCRIMINATORS, FEATURE_NETWORKS, IMAGE_TOKENIZERS, TASKS
+from zoo.registry import DATASETS, DISCRIMINATORS, FEATURE_NETWORKS, IMAGE_TOKENIZERS, TASKS
+from zoo.train import run_info
 from zoo.train.task import Task, UpdateGroup
 
 log = logging.getLogger("zoo")
 
 # Encoder-side settings that must match when copying an encoder from another run.
-ENCODER_KEYS = ("image_size", "patch_size", "blocks", "heads", "dim", "mlp_dim", "head_dim",
+ENCODER_KEYS = ("image_size", "patch_size", "blocks", "heads", "width", "mlp_dim", "head_dim",
                 "codebook_size", "lookup_dim")
 
 
@@ -70,30 +70,17 @@ def make_optimizer(learning_rate, end_learning_rate, warmup_steps, total_steps, 
     return opt
 
 
-def resolved_options(registry, name, options) -> Dict[str, Any]:
-    """The gin bindings of registry component `name` with `options` on top: what rebuilds it
-    without gin (`registry.create(name, **resolved)`)."""
-    registry.entry(name)  # unknown name -> one-line error with suggestions
-    try:
-        bound = dict(gin.get_bindings(f"zoo.{registry.kind}.{name}"))
-    except (ValueError, KeyError):
-        bound = {}
-    out = {**bound, **dict(options or {})}
-    for k, v in out.items():
-        if isinstance(v, tuple):
-            out[k] = list(v)
-    return out
-
-
 def make_data(dataset, split, image_size, batch_size, seed, start_step, options):
     """Batches of `dataset` from the shared pipeline (zoo.data.pipeline.make_dataset)."""
     try:
-        from zoo.data.pipeline import make_dataset
+        from zoo.data.pipeline import get_dataset, make_dataset
     except ImportError as e:
         raise ZooError(f"the data pipeline is not available ({e})") from None
-    return make_dataset(dataset=dataset, split=split, image_size=image_size,
-                        batch_size=batch_size, tokenizer=None, seed=seed,
-                        start_step=start_step, **dict(options or {}))
+    # Built first: the dataset's own arguments (e.g. its `seed`) must not collide with the
+    # pipeline's (the data-order `seed`).
+    return make_dataset(dataset=get_dataset(dataset, **dict(options or {})), split=split,
+                        image_size=image_size, batch_size=batch_size, tokenizer=None,
+                        seed=seed, start_step=start_step)
 
 
 def side_by_side(inputs, outputs):
@@ -114,32 +101,36 @@ class AdversarialTraining:
                 "adversarial_start_step", "learning_rate", "end_learning_rate", "warmup_steps",
                 "total_steps", "discriminator_learning_rate", "beta_1", "beta_2",
                 "weight_decay", "clip_norm")
+    ADVERSARIAL_ARGS = GAN_KEYS + ("discriminator",)
 
-    def set_adversarial_options(self, *, perceptual_weight, adversarial_weight,
-                                feature_network, feature_network_options, discriminator,
-                                discriminator_options, r1_weight, adversarial_start_step,
-                                learning_rate, end_learning_rate, warmup_steps, total_steps,
-                                discriminator_learning_rate, beta_1, beta_2, weight_decay,
-                                clip_norm):
-        self.perceptual_weight = float(perceptual_weight)
-        self.adversarial_weight = float(adversarial_weight)
-        self.feature_network = feature_network
+    def set_adversarial_options(self, task_args: Mapping[str, Any]):
+        """Takes the adversarial settings (ADVERSARIAL_ARGS) from a task's `__init__`
+        arguments: the task calls `self.set_adversarial_options(locals())`, so each setting is
+        named once, in the task's signature (which gin binds)."""
+        missing = [k for k in self.ADVERSARIAL_ARGS if k not in task_args]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.__init__ lacks adversarial arguments "
+                            f"{missing}")
+        a = {k: task_args[k] for k in self.ADVERSARIAL_ARGS}
+        self.perceptual_weight = float(a["perceptual_weight"])
+        self.adversarial_weight = float(a["adversarial_weight"])
+        self.feature_network = a["feature_network"]
         self.feature_network_options = (
-            resolved_options(FEATURE_NETWORKS, feature_network, feature_network_options)
-            if perceptual_weight else dict(feature_network_options or {}))
-        self.discriminator_name = discriminator
-        self.discriminator_options = resolved_options(DISCRIMINATORS, discriminator,
-                                                      discriminator_options)
-        self.r1_weight = float(r1_weight)
-        self.adversarial_start_step = int(adversarial_start_step)
-        self.learning_rate = float(learning_rate)
-        self.end_learning_rate = float(end_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.discriminator_learning_rate = discriminator_learning_rate
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = clip_norm
+            FEATURE_NETWORKS.resolve(a["feature_network"], a["feature_network_options"])
+            if a["perceptual_weight"] else dict(a["feature_network_options"] or {}))
+        self.discriminator_name = a["discriminator"]
+        self.discriminator_options = DISCRIMINATORS.resolve(a["discriminator"],
+                                                            a["discriminator_options"])
+        self.r1_weight = float(a["r1_weight"])
+        self.adversarial_start_step = int(a["adversarial_start_step"])
+        self.learning_rate = float(a["learning_rate"])
+        self.end_learning_rate = float(a["end_learning_rate"])
+        self.warmup_steps = int(a["warmup_steps"])
+        self.total_steps = int(a["total_steps"])
+        self.discriminator_learning_rate = a["discriminator_learning_rate"]
+        self.beta_1, self.beta_2 = float(a["beta_1"]), float(a["beta_2"])
+        self.weight_decay = float(a["weight_decay"])
+        self.clip_norm = a["clip_norm"]
 
     def adversarial_config(self) -> Dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.GAN_KEYS},
@@ -202,7 +193,7 @@ class AdversarialTraining:
         return groups
 
 
-@TASKS.register("vit_vqgan")
+@TASKS.register("vit_vqgan", tiny={"feature_network": "tiny_conv"})
 class ViTVQGANTask(AdversarialTraining, Task):
     """Trains a ViT-VQGAN image tokenizer with its discriminator.
 
@@ -242,26 +233,19 @@ class ViTVQGANTask(AdversarialTraining, Task):
                  beta_1=0.9, beta_2=0.99, weight_decay=1e-4, clip_norm=None, init_from=None,
                  freeze_encoder=False, image_summaries=8):
         self.init_from = init_from
-        source = _source_tokenizer(init_from) if init_from else None
+        source = run_info.tokenizer_run(init_from, what="init_from") if init_from else None
         if tokenizer is None:  # default: the source run's tokenizer, else the CPU demo size
             tokenizer = source[0] if source is not None else "vit_vqgan_tiny"
         base = dict(source[1]) if source is not None and source[0] == tokenizer else {}
         self.tokenizer_name = tokenizer
-        self.tokenizer_options = resolved_options(IMAGE_TOKENIZERS, tokenizer,
-                                                  {**base, **dict(tokenizer_options or {})})
+        self.tokenizer_options = IMAGE_TOKENIZERS.resolve(
+            tokenizer, {**base, **dict(tokenizer_options or {})})
         self.dataset_name = dataset
-        self.dataset_options = dict(dataset_options or {})
+        # Resolved (gin bindings of the dataset included), so run.json names the data it read.
+        self.dataset_options = DATASETS.resolve(dataset, dataset_options)
         self.l2_weight = float(l2_weight)
         self.logit_laplace_weight = float(logit_laplace_weight)
-        self.set_adversarial_options(
-            perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
-            feature_network=feature_network, feature_network_options=feature_network_options,
-            discriminator=discriminator, discriminator_options=discriminator_options,
-            r1_weight=r1_weight, adversarial_start_step=adversarial_start_step,
-            learning_rate=learning_rate, end_learning_rate=end_learning_rate,
-            warmup_steps=warmup_steps, total_steps=total_steps,
-            discriminator_learning_rate=discriminator_learning_rate, beta_1=beta_1,
-            beta_2=beta_2, weight_decay=weight_decay, clip_norm=clip_norm)
+        self.set_adversarial_options(locals())
         self.freeze_encoder = bool(freeze_encoder)
         self.image_summaries = int(image_summaries)
         self.tokenizer = None
@@ -334,20 +318,6 @@ class ViTVQGANTask(AdversarialTraining, Task):
 
 
 # -- helpers used by other stages --------------------------------------------------------------
-
-def _source_tokenizer(model_dir):
-    """(tokenizer name, options) of a `vit_vqgan` run, from its run.json."""
-    from zoo.train import run_info
-    info = run_info.read(model_dir)
-    if info is None:
-        raise ZooError(f"init_from={model_dir!r} is not a zoo-train model directory (no "
-                       f"{run_info.RUN_FILE}); give the directory of a trained tokenizer run")
-    cfg = info.get("task_config", {})
-    if "tokenizer" not in cfg:
-        raise ZooError(f"init_from={model_dir!r} is a {info.get('task')!r} run, not a "
-                       f"tokenizer run")
-    return cfg["tokenizer"], cfg.get("tokenizer_options", {})
-
 
 def load_tokenizer(model_dir):
     """The trained tokenizer of a `vit_vqgan` run directory (latest valid checkpoint)."""

@@ -1,10 +1,21 @@
-"""Components of the example plugin, registered with the zoo's registries on import."""
+"""Components of the example plugin, registered with the zoo's registries on import.
 
+    attention example_strided       a strided sparse attention kernel (Child et al. 2019)
+    decoder   example_sincos        Parti's decoder with fixed 2-D sine-cosine positions
+    model     example_sincos_tiny   Parti-tiny's sizes with that decoder: trains with zoo-train
+                                    (`parti.model = 'example_sincos_tiny'`, gin/sincos.gin) and
+                                    samples with zoo-sample, with no change to zoo/
+"""
+
+import keras
+import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from zoo.attention.base import AttentionKernel, gather_step
 from zoo.errors import ZooError
-from zoo.registry import ATTENTION
+from zoo.models.parti import ImageDecoder, Parti
+from zoo.registry import ATTENTION, DECODERS, MODELS
 
 
 @ATTENTION.register("example_strided")
@@ -55,3 +66,90 @@ class StridedAttention(AttentionKernel):
 
     def get_config(self):
         return {"local": self.local, "stride": self.stride}
+
+
+# -- a decoder and a model: Parti with fixed 2-D sine-cosine positions --------------------------
+
+
+def sincos(positions, dim, max_wavelength):
+    """Transformer sine-cosine embeddings [..., dim] of integer `positions` (dim even)."""
+    half = dim // 2
+    freqs = 1.0 / (max_wavelength ** (np.arange(half, dtype=np.float32) / half))
+    angles = ops.cast(positions, "float32")[..., None] * ops.convert_to_tensor(freqs)
+    return ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+
+
+@DECODERS.register("example_sincos", tiny=dict(image_grid=(2, 2), image_vocab_size=8, layers=1,
+                                               width=8, heads=2, mlp_dim=16,
+                                               attention=["dense"]))
+@keras.saving.register_keras_serializable(package="zoo_example")
+class SinCosImageDecoder(ImageDecoder):
+    """Parti's decoder with fixed 2-D sine-cosine positions instead of learned row/column tables.
+
+    A code at row r, column c gets sincos(r) in the first half of its width and sincos(c) in
+    the second (as MAE / ViT 2-D embeddings do): no position weights, and the embedding of a
+    position is defined for any grid.
+
+    Args:
+        max_wavelength: float. Longest wavelength of the sinusoids (Transformer: 10000).
+        The others: as `zoo.models.parti.ImageDecoder`.
+    """
+
+    def __init__(self, *args, max_wavelength=10000.0, **kwargs):
+        self.max_wavelength = float(max_wavelength)
+        if not self.max_wavelength > 1:
+            raise ZooError(f"example_sincos.max_wavelength must be > 1, got {max_wavelength!r}")
+        super().__init__(*args, **kwargs)
+        if self.width % 4:
+            raise ZooError(f"example_sincos needs a width divisible by 4 (two sine-cosine "
+                           f"halves), got {self.width}")
+
+    def make_position_embedding(self, dtype):
+        pass  # fixed: nothing to learn
+
+    def build_position_embedding(self):
+        pass
+
+    def positions(self, index):
+        w = self.image_grid[1]
+        half = self.width // 2
+        emb = ops.concatenate([sincos(index // w, half, self.max_wavelength),
+                               sincos(index % w, half, self.max_wavelength)], axis=-1)
+        return ops.cast(emb, self.token_embedding.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+@keras.saving.register_keras_serializable(package="zoo_example")
+class SinCosParti(Parti):
+    """Parti whose decoder is `example_sincos` (fixed 2-D sine-cosine positions) by default.
+
+    Args:
+        max_wavelength: float. Of the sine-cosine decoder's sinusoids.
+        The others: as `zoo.models.parti.Parti` (`decoder` defaults to 'example_sincos').
+    """
+
+    def __init__(self, max_wavelength=10000.0, decoder="example_sincos", decoder_options=None,
+                 **kwargs):
+        self.max_wavelength = float(max_wavelength)
+        decoder_options = dict(decoder_options or {})
+        if decoder == "example_sincos":
+            decoder_options.setdefault("max_wavelength", self.max_wavelength)
+        super().__init__(decoder=decoder, decoder_options=decoder_options, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+# Parti-tiny's sizes (zoo's parti_tiny): the code grid, codebook and text vocabulary are set
+# by the parti task from the tokenizers.
+TINY = dict(image_grid=(8, 8), image_vocab_size=512, width=256, encoder_layers=2,
+            decoder_layers=4, mlp_dim=1024, heads=4, text_vocab_size=1000, max_text_length=64,
+            decoder_attention=["row", "column", "row", "conv_shaped"])
+
+
+@MODELS.register("example_sincos_tiny", builds=SinCosParti)
+def example_sincos_tiny(**overrides) -> SinCosParti:
+    """Parti-tiny with fixed 2-D sine-cosine positions in its decoder (example plugin)."""
+    return SinCosParti(**{**TINY, **overrides})

@@ -1,5 +1,6 @@
 """The keras_hub plugin: real all-MiniLM-L6-v2 weights, offline, behind zoo's interfaces."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def plugin():
-    plugins.ensure_loaded()
-    if "keras_hub_minilm_l6_v2" not in TEXT_ENCODERS:  # autoload disabled in this session
-        assert plugins.load_plugin("keras_hub", "zoo_keras_hub.components"), plugins.FAILED
+def plugin(keras_hub_site):
+    plugins.load_builtins()
+    plugins.load_plugins(force=True)  # finds the installed entry point
+    assert "keras_hub" in plugins.LOADED, plugins.FAILED
+    assert "keras_hub_minilm_l6_v2" in TEXT_ENCODERS
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,10 @@ def test_preset_must_be_a_local_folder(plugin, tmp_path):
         TEXT_ENCODERS.create("keras_hub_bert", preset=str(tmp_path))
 
 
-def test_entry_point_lists_components():
-    r = subprocess.run([sys.executable, "-m", "tools.list", "text_encoder"], cwd=ROOT,
+def test_entry_point_lists_components(keras_hub_site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(keras_hub_site), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
+    r = subprocess.run([sys.executable, "-m", "tools.list", "text_encoder"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if "keras_hub_minilm_l6_v2" in line]
@@ -131,7 +135,7 @@ def test_plugin_gin_file_parses(plugin):
     from zoo import config
     here = Path(__file__).resolve().parents[1] / "gin" / "parti_minilm.gin"
     try:
-        config.parse(["runs/parti_demo.gin", str(here)], ["TOKENIZER_DIR = '/tmp/x'"],
+        config.parse(["runs/parti_tiny_shapes.gin", str(here)], ["TOKENIZER_DIR = '/tmp/x'"],
                      finalize=False)
         assert gin.query_parameter("%SPM_MODEL") == "keras_hub_minilm_l6_v2"  # the tokenizer
         assert config.query("parti_tiny.text_encoder") == "keras_hub_minilm_l6_v2"

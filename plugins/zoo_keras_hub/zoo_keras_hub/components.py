@@ -151,7 +151,7 @@ class KerasHubBertTokenizer:
         return self._detokenize(ragged)
 
 
-@TEXT_TOKENIZERS.register("keras_hub_bert")
+@TEXT_TOKENIZERS.register("keras_hub_bert", needs="a local keras-hub preset folder")
 def keras_hub_bert_tokenizer(preset, max_length=128) -> KerasHubBertTokenizer:
     """WordPiece tokenizer of any local keras-hub BERT preset folder."""
     return KerasHubBertTokenizer(preset=preset, max_length=max_length)
@@ -200,7 +200,7 @@ class KerasHubBertEncoder(keras.layers.Layer):
         return {**super().get_config(), "preset": self.preset}
 
 
-@TEXT_ENCODERS.register("keras_hub_bert")
+@TEXT_ENCODERS.register("keras_hub_bert", needs="a local keras-hub preset folder")
 def keras_hub_bert_encoder(preset, name="keras_hub_bert", trainable=True) -> KerasHubBertEncoder:
     """BERT backbone of any local keras-hub preset folder."""
     return KerasHubBertEncoder(preset=preset, name=name, trainable=trainable)
