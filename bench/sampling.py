@@ -1,20 +1,43 @@
-"""Sampling throughput: image tokens per second with and without the KV cache.
+"""Sampling speed against the memory-bandwidth floor: cached steps, the uncached baseline,
+batched throughput, and (on a trained run) greedy agreement and Jacobi decoding.
 
-    python bench/sampling.py                 # tiny and 350M-width configs, 32x32 = 1024 tokens
-    python bench/sampling.py --configs=tiny --uncached_tokens=64
+    python bench/sampling.py                               # parti-pytorch's configuration, 32x32
+    python bench/sampling.py --grid=16 --phases=cached,uncached
+    python bench/sampling.py --phases=batched --prompts=1,8,32
+    python bench/sampling.py --phases=matmul               # fused op vs oneDNN by rows
+    python bench/sampling.py --phases=agreement,jacobi --model_dir=runs/demo/parti
 
-Configurations (fixed, random weights; speed does not depend on training):
-  tiny:       parti_tiny sizes (width 256, 2 + 4 layers, 4 heads), 32x32 grid, 8192 codes
-  350m_width: Parti-350M width (1024, MLP 4096, 16 heads) with 1 encoder + 2 decoder layers,
-              32x32 grid, 8192 codes
-Both decode one prompt with classifier-free guidance (scale 1.2, so 2 rows per step) with the
-DALL-E attention schedule. The cached loop decodes all 1024 tokens; the uncached loop (a full
-decoder pass over the 1024-token sequence per new token, the same compiled while loop) is
-timed over its first --uncached_tokens tokens, since each of its steps costs the same. The
-speed-up is the ratio of per-token times measured in the same run.
+Configurations (random weights: speed does not depend on training):
+  peer:       parti-pytorch 0.2.0's benchmark configuration (issue 14): decoder width 512,
+              6 layers, 8 heads of 64, MLP 2048, 8192 codes, 64 text tokens; zoo adds its own
+              1-layer text encoder (16k vocabulary): 45M parameters
+  tiny:       parti_tiny sizes (width 256, 2 + 4 layers, 4 heads), 8192 codes
+  350m_width: Parti-350M width (1024, MLP 4096, 16 heads), 1 encoder + 2 decoder layers
+All decode one prompt of 64 tokens with classifier-free guidance 1.2 (2 rows per step:
+conditional and unconditional batched through one pass), DALL-E's attention schedule.
+
+Phases:
+  floor     streaming-read bandwidth (bench/bandwidth.py) and, per weights mode, the bytes one
+            decode step reads (packed weights + cross-attention keys/values + the KV-cache
+            entries attended): floor = N steps x bytes / bandwidth.
+  cached    seconds per image for each --weights mode x --xla, best of --repeats (after a
+            first call that traces/compiles), next to its floor.
+  uncached  the decoder re-run at every step over the prefix decoded so far (rounded up to
+            whole grid rows: the sparse kernels take whole rows), with no cache: timed per
+            prefix of r rows at --uncached_rows and integrated over the N steps.
+  batched   images/s for 1, 8 and 32 prompts per call (--prompts), per --weights mode.
+  matmul    the decoder's weights through the fused compact-weight op (bfloat16, int8) and
+            oneDNN (float32, bfloat16) by rows per product: where the fused op stops paying.
+  agreement (--model_dir) greedy codes of each weights mode against float32 on the shapes
+            captions (fraction of tokens and of images equal).
+  jacobi    (--model_dir) model calls and seconds per image, ordinary vs Jacobi decoding
+            (--jacobi windows), same prompts and seeds, per --xla mode.
+The machine is shared: the load average is printed with every figure; compare ratios within
+one run.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -26,9 +49,18 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 CONFIGS = {
-    "tiny": dict(width=256, encoder_layers=2, decoder_layers=4, mlp_dim=1024, heads=4),
-    "350m_width": dict(width=1024, encoder_layers=1, decoder_layers=2, mlp_dim=4096, heads=16),
+    "peer": dict(width=512, encoder_layers=1, decoder_layers=6, mlp_dim=2048, heads=8,
+                 text_vocab_size=16000, max_text_length=64),
+    "tiny": dict(width=256, encoder_layers=2, decoder_layers=4, mlp_dim=1024, heads=4,
+                 text_vocab_size=1000, max_text_length=64),
+    "350m_width": dict(width=1024, encoder_layers=1, decoder_layers=2, mlp_dim=4096, heads=16,
+                       text_vocab_size=1000, max_text_length=64),
 }
+TEXT_TOKENS = 64
+
+
+def load():
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def build(name, grid):
@@ -36,52 +68,277 @@ def build(name, grid):
     zoo.plugins.load_builtins()
     from zoo.registry import MODELS
     model = MODELS.create("parti_350m", image_grid=(grid, grid), image_vocab_size=8192,
-                          decoder_attention=None, text_vocab_size=1000, max_text_length=32,
-                          dropout=0.0, **CONFIGS[name])
+                          decoder_attention=None, dropout=0.0, **CONFIGS[name])
     model.build()
     return model
 
 
+def prompts(model, count=1):
+    """`count` prompts of TEXT_TOKENS tokens (all valid)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, model.text_vocab_size, (count, TEXT_TOKENS)).astype(np.int32)
+    return tf.constant(tokens), tf.ones_like(tokens)
+
+
 def time_sampler(sampler, tokens, mask, repeats):
-    sampler(tokens, mask, 1, 0)  # trace / compile
+    """Best seconds per call over `repeats` calls after a first (tracing) call."""
+    sampler(tokens, mask, 1, 0)
     best = float("inf")
     for i in range(repeats):
         start = time.perf_counter()
-        sampler(tokens, mask, 1, i).numpy()
+        sampler(tokens, mask, 1, i + 1).numpy()
         best = min(best, time.perf_counter() - start)
     return best
 
 
+def step_bytes(model, mode, rows=2, native=None):
+    """Bytes one decode step reads: packed weights, cross-attention keys/values of the text,
+    and the KV-cache entries the kernels attend (each position's allowed keys)."""
+    from zoo.layers import packed
+    decoder = model.decoder
+    if native is None:
+        native = packed.native_library() is not None
+    weights = decoder.inference_weights(mode, native=native)
+    size = tf.as_dtype(weights.dtype).size
+    h, w = model.image_grid
+    n = h * w
+    kv = 0
+    for block in decoder.blocks:
+        keys = block.self_attention.attention_kernel.mask((h, w)).sum() / n  # per position
+        kv += 2 * rows * keys * block.width * size  # keys and values, every head
+        kv += 2 * rows * TEXT_TOKENS * block.width * size  # cross-attention memory
+    return weights.nbytes(), int(kv)
+
+
+def phase_floor(model, modes, bandwidth):
+    from bench.bandwidth import stream_read_gbps
+    bandwidth = bandwidth or stream_read_gbps()
+    n = model.decoder.num_tokens
+    print(f"[floor] streaming read {bandwidth:.1f} GB/s ({load()})", flush=True)
+    floors = {}
+    for mode in modes:
+        weights, kv = step_bytes(model, mode)
+        floors[mode] = n * (weights + kv) / (bandwidth * 1e9)
+        print(f"[floor] weights={mode}: a step reads {weights / 1e6:.1f} MB of weights + "
+              f"{kv / 1e6:.2f} MB of keys/values -> floor {floors[mode]:.2f} s per image "
+              f"({n} steps)", flush=True)
+    return bandwidth, floors
+
+
+def phase_cached(model, modes, xla_modes, repeats, floors):
+    from zoo.models.sampling import Sampler
+    tokens, mask = prompts(model)
+    n = model.decoder.num_tokens
+    results = []
+    for mode in modes:
+        for xla in xla_modes:
+            sampler = Sampler(model, temperature=1.0, weights=mode, jit_compile=xla)
+            seconds = time_sampler(sampler, tokens, mask, repeats)
+            floor = floors.get(mode)
+            ratio = f"; {seconds / floor:.2f}x its floor ({floor:.2f} s)" if floor else ""
+            print(f"[cached] weights={mode} xla={xla}: {seconds:.2f} s per image, "
+                  f"{n / seconds:.0f} tokens/s{ratio} ({load()})", flush=True)
+            results.append(dict(weights=mode, xla=xla, seconds=seconds, floor=floor))
+    return results
+
+
+def prefix_seconds(model, rows, repeats=2):
+    """Seconds of one guided decoder pass (2 rows) over the first `rows` grid rows."""
+    tokens, mask = prompts(model)
+    w = model.image_grid[1]
+    uncond = tf.constant([False, True])
+    memory, memory_mask = model.encode_text(tf.repeat(tokens, 2, 0), tf.repeat(mask, 2, 0),
+                                            uncond)
+    codes = tf.zeros([2, rows * w], tf.int32)
+    fn = tf.function(lambda c: model.decoder(c, memory, memory_mask)[:, -1])
+    fn(codes).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(codes).numpy()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def phase_uncached(model, sample_rows):
+    """Seconds per image of uncached decoding over the prefix, integrated over the steps:
+    step t runs the decoder on rows 1 .. t // w + 1."""
+    h, w = model.image_grid
+    sample_rows = sorted({r for r in sample_rows if 1 <= r <= h} | {1, h})
+    cost = {r: prefix_seconds(model, r) for r in sample_rows}
+    total = 0.0
+    for r in range(1, h + 1):
+        lo = max(x for x in sample_rows if x <= r)
+        hi = min(x for x in sample_rows if x >= r)
+        c = cost[lo] if hi == lo else cost[lo] + (cost[hi] - cost[lo]) * (r - lo) / (hi - lo)
+        total += w * c
+    n = h * w
+    passes = ", ".join(f"{r} rows {c * 1e3:.0f} ms" for r, c in cost.items())
+    print(f"[uncached] prefix passes {passes} -> {total:.1f} s per image, {n / total:.1f} "
+          f"tokens/s ({load()})", flush=True)
+    return total
+
+
+def phase_batched(model, counts, repeats, modes):
+    from zoo.models.sampling import Sampler
+    results = []
+    for mode in modes:
+        for count in counts:
+            tokens, mask = prompts(model, count)
+            sampler = Sampler(model, temperature=1.0, weights=mode)
+            seconds = time_sampler(sampler, tokens, mask, repeats)
+            print(f"[batched] weights={mode}, {count} prompts per call: {seconds:.2f} s, "
+                  f"{count / seconds:.2f} images/s ({load()})", flush=True)
+            results.append(dict(weights=mode, prompts=count, seconds=seconds,
+                                images_per_s=count / seconds))
+    return results
+
+
+def phase_matmul(model, row_counts, steps=20):
+    """Seconds per decode step's worth of products by rows and path."""
+    from zoo.layers import packed
+    decoder = model.decoder
+    paths = [("float32", False), ("bfloat16", False), ("bfloat16", True), ("int8", True)]
+    for rows in row_counts:
+        line = []
+        for mode, native in paths:
+            weights = decoder.inference_weights(mode, native=native)
+            linears = [lin for block in weights.blocks for lin in block] + [weights.logits]
+            inputs = [tf.random.normal([rows, lin.kernel.shape[1] if lin.panels
+                                        else lin.kernel.shape[0]]) for lin in linears]
+
+            @tf.function
+            def run():
+                def body(i, acc):
+                    for lin, x in zip(linears, inputs):
+                        acc += tf.reduce_sum(tf.cast(lin(x + acc), tf.float32)) * 1e-9
+                    return i + 1, acc
+                return tf.while_loop(lambda i, a: i < steps, body, (0, tf.constant(0.0)))[1]
+            run().numpy()
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                run().numpy()
+                best = min(best, (time.perf_counter() - start) / steps)
+            line.append(f"{mode}{' fused' if native else ''} {best * 1e3:.2f} ms")
+        print(f"[matmul] {rows} rows: " + ", ".join(line) + f" ({load()})", flush=True)
+
+
+def shapes_prompts(model_dir, count):
+    """The run's held-out shapes captions (what `zoo-eval --prompts=shapes` samples),
+    tokenized for it."""
+    from zoo.models.sampling import TextToImage
+    from zoo.eval.runner import load_prompt_set
+    pipe = TextToImage.from_model_dir(model_dir)
+    texts = [p.text for p in load_prompt_set("shapes", count, model_dir)]
+    ids, mask = pipe.tokenize(texts)
+    return pipe, ids, mask
+
+
+def phase_agreement(model_dir, modes, count):
+    from zoo.models.sampling import Sampler
+    pipe, ids, mask = shapes_prompts(model_dir, count)
+    ref = Sampler(pipe.model, temperature=0, weights="float32")(ids, mask).numpy()
+    for mode in modes:
+        got = Sampler(pipe.model, temperature=0, weights=mode)(ids, mask).numpy()
+        tokens = (got == ref).mean()
+        images = (got == ref).all(axis=(1, 2)).mean()
+        print(f"[agreement] weights={mode} vs float32, greedy, {count} shapes captions: "
+              f"{tokens:.1%} of tokens, {images:.1%} of images identical", flush=True)
+
+
+def phase_jacobi(model_dir, windows, count, temperature, repeats, xla=False):
+    """Per image (one prompt per call): model calls, and the best over `repeats` rounds of the
+    mean wall and CPU seconds per image; the samplers take turns within each round, so a
+    change in the machine's load hits them alike."""
+    from zoo.models.sampling import Sampler
+    pipe, ids, mask = shapes_prompts(model_dir, count)
+    n = pipe.model.decoder.num_tokens
+    samplers = {w: Sampler(pipe.model, temperature=temperature, jacobi_window=w,
+                           jit_compile=xla) for w in [0] + windows}
+    calls = {w: [] for w in samplers}
+    wall = {w: float("inf") for w in samplers}
+    cpu = {w: float("inf") for w in samplers}
+    for sampler in samplers.values():
+        sampler(ids[:1], mask[:1], 1, 0)  # trace
+    for r in range(repeats):
+        spent = {w: [0.0, 0.0] for w in samplers}
+        for i in range(count):
+            for w, sampler in samplers.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                sampler(ids[i:i + 1], mask[i:i + 1], 1, seed=r, prompt_ids=[i])
+                spent[w][0] += time.perf_counter() - start
+                spent[w][1] += time.process_time() - start_cpu
+                calls[w].append(sampler.last_model_calls)
+        for w in samplers:
+            wall[w] = min(wall[w], spent[w][0] / count)
+            cpu[w] = min(cpu[w], spent[w][1] / count)
+    results = []
+    for w in samplers:
+        per_image = float(np.mean(calls[w]))
+        print(f"[jacobi] window={w}: {per_image:.1f} model calls per image ({n / per_image:.2f} "
+              f"tokens per call; {np.mean(calls[0]) / per_image:.2f}x fewer), "
+              f"{wall[w] * 1e3:.0f} ms per image ({wall[0] / wall[w]:.2f}x less), CPU "
+              f"{cpu[w] * 1e3:.0f} ms ({cpu[0] / cpu[w]:.2f}x less); temperature {temperature}, "
+              f"xla={xla}, {count} captions x {repeats} rounds ({load()})", flush=True)
+        results.append(dict(window=w, xla=xla, calls=per_image, seconds=wall[w],
+                            cpu_seconds=cpu[w]))
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="tiny,350m_width")
+    parser.add_argument("--config", default="peer", choices=sorted(CONFIGS))
     parser.add_argument("--grid", type=int, default=32)
-    parser.add_argument("--uncached_tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--phases", default="floor,cached,uncached")
+    parser.add_argument("--weights", default="auto,bfloat16,int8")
     parser.add_argument("--xla", default="both", choices=["both", "on", "off"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--uncached_rows", default="1,4,8,16,24,32")
+    parser.add_argument("--prompts", default="1,8,32")
+    parser.add_argument("--matmul_rows", default="1,2,4,8,16,32,64")
+    parser.add_argument("--bandwidth", type=float, default=None,
+                        help="GB/s to use instead of measuring (floor phase)")
+    parser.add_argument("--model_dir", default=None, help="a trained parti run (agreement, "
+                        "jacobi)")
+    parser.add_argument("--captions", type=int, default=32)
+    parser.add_argument("--jacobi", default="4,8,16")
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
-    from zoo.models.sampling import Sampler
-
-    tokens = tf.constant(np.arange(1, 17)[None] % 900 + 3, tf.int32)
-    tokens = tf.pad(tokens, [[0, 0], [0, 16]])
-    mask = tf.cast(tokens > 0, tf.int32)
-    n = args.grid * args.grid
+    phases = args.phases.split(",")
+    modes = args.weights.split(",")
     xla_modes = {"both": [False, True], "on": [True], "off": [False]}[args.xla]
-    print(f"grid {args.grid}x{args.grid} = {n} tokens, 1 prompt, guidance 1.2, "
-          f"cpu threads: {os.cpu_count()}")
-    for name in args.configs.split(","):
-        model = build(name, args.grid)
-        print(f"[{name}] {model.count_params() / 1e6:.1f}M params")
+    print(f"{args.config} config, {args.grid}x{args.grid} grid; {os.cpu_count()} cpus; "
+          f"{load()}", flush=True)
+    out = {"config": args.config, "grid": args.grid}
+    if {"floor", "cached", "uncached", "batched", "matmul"} & set(phases):
+        model = build(args.config, args.grid)
+        print(f"[{args.config}] {model.count_params() / 1e6:.1f}M params", flush=True)
+        floors = {}
+        if "floor" in phases:
+            out["bandwidth_gbps"], floors = phase_floor(model, modes, args.bandwidth)
+            out["floors"] = floors
+        if "cached" in phases:
+            out["cached"] = phase_cached(model, modes, xla_modes, args.repeats, floors)
+        if "uncached" in phases:
+            out["uncached_seconds"] = phase_uncached(
+                model, [int(r) for r in args.uncached_rows.split(",")])
+        if "batched" in phases:
+            out["batched"] = phase_batched(model, [int(c) for c in args.prompts.split(",")],
+                                           args.repeats, modes)
+        if "matmul" in phases:
+            phase_matmul(model, [int(r) for r in args.matmul_rows.split(",")])
+    if "agreement" in phases:
+        phase_agreement(args.model_dir, [m for m in modes if m != "float32"], args.captions)
+    if "jacobi" in phases:
+        out["jacobi"] = []
         for xla in xla_modes:
-            cached = Sampler(model, temperature=1.0, use_cache=True, jit_compile=xla)
-            uncached = Sampler(model, temperature=1.0, use_cache=False, jit_compile=xla,
-                               num_tokens=args.uncached_tokens)
-            tc = time_sampler(cached, tokens, mask, args.repeats)
-            tu = time_sampler(uncached, tokens, mask, 1)
-            per_c, per_u = tc / n, tu / args.uncached_tokens
-            print(f"[{name}] xla={xla}: cached {n / tc:8.1f} tokens/s ({tc:.2f} s for {n}); "
-                  f"uncached {1 / per_u:8.2f} tokens/s ({tu:.2f} s for "
-                  f"{args.uncached_tokens}); speed-up {per_u / per_c:.1f}x", flush=True)
+            out["jacobi"] += phase_jacobi(args.model_dir, [int(w) for w in args.jacobi.split(",")],
+                                          args.captions, args.temperature, args.repeats, xla)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -88,9 +88,25 @@ def test_sparse_call_equals_dense_masked(name, config, grid):
     np.testing.assert_allclose(kernel(q, k, v, grid).numpy(), ref.numpy(), atol=1e-5)
 
 
+@pytest.fixture(params=["native", "tensorflow"])
+def decode_path(request, monkeypatch):
+    """Decode steps through the fused native op, or the TensorFlow ops that XLA, SavedModels
+    and DTensor meshes use (ZOO_NATIVE_OPS=0)."""
+    if request.param == "tensorflow":
+        monkeypatch.setenv("ZOO_NATIVE_OPS", "0")
+    elif native.load("cached_attention") is None:
+        pytest.skip("native ops unavailable here")
+    return request.param
+
+
+def _ops(fn, *args):
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph
+            .get_operations()}
+
+
 @pytest.mark.parametrize("name,config", CASES[:5])
-def test_step_with_cache_equals_full_attention(name, config):
-    grid = (6, 8)
+@pytest.mark.parametrize("grid", [(6, 8), (16, 16)])
+def test_step_with_cache_equals_full_attention(name, config, grid, decode_path):
     kernel = ATTENTION.create(name, **config)
     q, k, v = _qkv(grid, seed=1)
     full = kernel(q, k, v, grid).numpy()
@@ -100,7 +116,56 @@ def test_step_with_cache_equals_full_attention(name, config):
         np.testing.assert_allclose(out[:, :, 0], full[:, :, t], atol=1e-5, err_msg=f"t={t}")
 
 
-def test_step_ignores_cache_entries_after_t():
+def test_steps_gather_only_the_keys_of_sparse_patterns():
+    # Every built-in sparse kernel decodes from its key table (K keys per position, not N).
+    grid = (16, 16)
+    for name, keys in [("row", 17), ("column", 16), ("conv_shaped", 61)]:
+        index, valid = ATTENTION.create(name).key_table(grid)
+        assert index.shape == valid.shape == (256, keys), name
+        mask = ATTENTION.create(name).mask(grid)
+        for t in (0, 17, 130, 255):
+            assert sorted(index[t][valid[t]]) == list(np.flatnonzero(mask[t])), (name, t)
+    assert ATTENTION.create("dense").key_table(grid) is None  # the whole cache instead
+
+
+def test_sparse_steps_run_the_fused_op_where_native_ops_run(decode_path):
+    grid = (16, 16)
+    q, k, v = _qkv(grid)
+    kernel = ATTENTION.create("row")
+    step = _ops(lambda t: kernel.step(q[:, :, :1], k, v, t, grid), tf.constant(3))
+    window = _ops(lambda t: kernel.window_step(q[:, :, :4], k, v, t, grid), tf.constant(3))
+    fused = decode_path == "native"
+    assert ("ZooCachedAttention" in step) is fused and ("ZooCachedAttention" in window) is fused
+    assert ("BatchMatMulV2" in step) is not fused
+
+
+@pytest.mark.parametrize("name,config", CASES[:5])
+@pytest.mark.parametrize("length", [1, 5, 16])
+def test_window_step_equals_full_attention(name, config, length, decode_path):
+    # Several queries at once against the cache (speculative decoding's model calls).
+    grid = (6, 8) if name != "conv_shaped" else (16, 16)  # conv_shaped: a table at 16x16
+    kernel = ATTENTION.create(name, **config)
+    q, k, v = _qkv(grid, seed=3)
+    full = kernel(q, k, v, grid).numpy()
+    window = tf.function(lambda qt, t: kernel.window_step(qt, k, v, t, grid))
+    for t in range(0, grid[0] * grid[1] - length + 1, 7 if grid[0] < 16 else 37):
+        out = window(q[:, :, t:t + length], tf.constant(t)).numpy()
+        np.testing.assert_allclose(out, full[:, :, t:t + length], atol=1e-5, err_msg=f"t={t}")
+
+
+def test_window_step_ignores_cache_entries_after_the_window(decode_path):
+    grid = (4, 4)
+    q, k, v = _qkv(grid, seed=2)
+    k_bad = tf.concat([k[:, :, :9], 1e3 * tf.ones_like(k[:, :, 9:])], axis=2)
+    v_bad = tf.concat([v[:, :, :9], 1e3 * tf.ones_like(v[:, :, 9:])], axis=2)
+    for name in BUILTIN:
+        kernel = ATTENTION.create(name)
+        a = kernel.window_step(q[:, :, 6:9], k, v, tf.constant(6), grid)
+        b = kernel.window_step(q[:, :, 6:9], k_bad, v_bad, tf.constant(6), grid)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=name)
+
+
+def test_step_ignores_cache_entries_after_t(decode_path):
     grid = (4, 4)
     q, k, v = _qkv(grid, seed=2)
     k_bad = tf.concat([k[:, :, :7], 1e3 * tf.ones_like(k[:, :, 7:])], axis=2)

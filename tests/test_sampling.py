@@ -1,9 +1,13 @@
-"""Sampling: the KV cache reproduces uncached decoding, guidance in one pass, seeds, filters."""
+"""Sampling: the KV cache reproduces uncached decoding, guidance in one pass, seeds, filters;
+Jacobi decoding keeps greedy tokens and the sampling distribution; weights modes."""
+
+import itertools
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import stats
 
 import zoo.models  # noqa: F401
 from zoo.errors import ZooError
@@ -120,15 +124,18 @@ def test_bad_settings_are_clear_errors(model, prompts):
 
 
 def test_mixed_precision_model_samples_with_the_cache(prompts):
-    # The KV cache takes the dtype the projections compute in (bfloat16 here); a float32 cache
-    # made the cached step fail ("BatchMatMulV2 ... float32 does not match bfloat16").
+    # Decode steps read the model's bfloat16 weights (auto) and compute in float32: the KV
+    # cache and the bfloat16 cross-attention keys/values of the text meet float32 queries (a
+    # dtype mismatch once made the cached step fail: "BatchMatMulV2 ... float32 does not
+    # match bfloat16").
     keras.utils.set_random_seed(2)
     m = MODELS.create("parti_micro", image_grid=(4, 4), image_vocab_size=24, decoder_layers=2,
                       dropout=0.0, mixed_precision=True)
     m.build()
     decoder = m.decoder
     cache = decoder.init_cache(3)
-    assert cache[0][0].dtype == tf.bfloat16
+    assert cache[0][0].dtype == tf.float32
+    assert decoder.inference_weights().blocks[0].qkv.kernel.dtype == tf.bfloat16
     codes = Sampler(m, temperature=1.0, guidance_scale=1.2)(*prompts, seed=3).numpy()
     assert codes.shape == (3, 4, 4) and codes.min() >= 0 and codes.max() < 24
     # Teacher-forced: each cached step's logits equal the full pass's at that position (to
@@ -136,9 +143,157 @@ def test_mixed_precision_model_samples_with_the_cache(prompts):
     memory, memory_mask = m.encode_text(*prompts)
     flat = tf.constant(codes.reshape(3, 16))
     full = decoder(flat, memory, memory_mask).numpy()
-    kv = decoder.memory_kv(memory)
+    prepared = decoder.step_memory(memory, memory_mask)
     prev = tf.fill([3], decoder.bos_id)
     for t in range(16):
-        logits, cache = decoder.step(prev, tf.constant(t), cache, kv, memory_mask)
+        logits, cache = decoder.step(prev, tf.constant(t), cache, prepared)
         np.testing.assert_allclose(logits.numpy(), full[:, t], atol=0.1, rtol=0.05)
         prev = flat[:, t]
+
+
+# -- Jacobi decoding, weights modes, the decode step's new paths ---------------------------------
+
+
+@pytest.mark.parametrize("window", [2, 5, 36])
+def test_jacobi_greedy_gives_the_ordinary_greedy_tokens(model, prompts, greedy, window):
+    sampler = Sampler(model, temperature=0, guidance_scale=1.2, jacobi_window=window)
+    np.testing.assert_array_equal(sampler(*prompts).numpy(), greedy[0])
+    assert 0 < sampler.last_model_calls <= 36
+
+
+def test_jacobi_greedy_under_xla_and_the_model_calls(model, prompts, greedy):
+    ordinary = Sampler(model, temperature=0)
+    ordinary(*prompts)
+    assert ordinary.last_model_calls == 36  # one per token
+    xla = Sampler(model, temperature=0, jacobi_window=8, jit_compile=True)
+    np.testing.assert_array_equal(xla(*prompts).numpy(), greedy[0])
+    assert xla.last_model_calls < 36
+
+
+@pytest.fixture(scope="module")
+def peaked():
+    """A 2x2 grid over 4 codes with sharp (far from uniform) distributions: 256 images, each
+    with an exact probability under guidance 1.2 at temperature 1."""
+    keras.utils.set_random_seed(3)
+    m = MODELS.create("parti_micro", image_grid=(2, 2), image_vocab_size=4, decoder_layers=2,
+                      dropout=0.0, decoder_attention="dense")
+    m.build()
+    m.decoder.logits.kernel.assign(m.decoder.logits.kernel * 8.0)
+    tokens, mask = tf.constant([[5, 9, 11, 0]]), tf.constant([[1, 1, 1, 0]])
+    images = np.array(list(itertools.product(range(4), repeat=4)), np.int32)
+    n = len(images)
+    memory, memory_mask = m.encode_text(tf.repeat(tokens, 2 * n, 0), tf.repeat(mask, 2 * n, 0),
+                                        tf.repeat([False, True], n))
+    logits = m.decoder(tf.concat([images, images], 0), memory, memory_mask).numpy()
+    logits = logits.astype(np.float64)
+    guided = logits[n:] + 1.2 * (logits[:n] - logits[n:])
+    logp = guided - np.log(np.exp(guided).sum(-1, keepdims=True))
+    exact = np.exp(np.take_along_axis(logp, images[..., None], -1)[..., 0].sum(-1))
+    return m, tokens, mask, exact / exact.sum()
+
+
+def _fits(peaked, sampler, samples=4000):
+    m, tokens, mask, exact = peaked
+    codes = sampler(tokens, mask, num_samples=samples, seed=11).numpy().reshape(samples, 4)
+    counts = np.bincount((codes * 4 ** np.arange(3, -1, -1)).sum(-1), minlength=256)
+    keep = exact * samples >= 5  # pool the rare images (chi-square needs 5 expected)
+    observed = np.append(counts[keep], counts[~keep].sum())
+    expected = np.append(exact[keep], exact[~keep].sum()) * samples
+    return stats.chisquare(observed, expected).pvalue
+
+
+@pytest.mark.parametrize("window", [0, 3, 4])
+def test_jacobi_samples_have_the_ordinary_sampling_distribution(peaked, window):
+    # 4000 samples of one prompt against the exact distribution of the 256 images; the rows
+    # share the window, so rows ahead of the others verify from their own frontier too.
+    # An acceptance rule that keeps every draft, or redraws rejected tokens from p instead of
+    # the residual max(0, p - q), fails this by far (p < 1e-100).
+    sampler = Sampler(peaked[0], temperature=1.0, jacobi_window=window)
+    assert _fits(peaked, sampler) > 1e-3
+
+
+def test_jacobi_keeps_top_k_filtering(peaked):
+    m, tokens, mask, _ = peaked
+    sampler = Sampler(m, temperature=1.0, top_k=1, jacobi_window=4)
+    np.testing.assert_array_equal(
+        sampler(tokens, mask, num_samples=3, seed=2).numpy(),
+        np.repeat(Sampler(m, temperature=0)(tokens, mask).numpy(), 3, axis=0))
+
+
+@pytest.mark.parametrize("weights", ["float32", "bfloat16", "int8"])
+def test_weights_modes_sample_and_stay_close_to_float32(model, prompts, greedy, weights):
+    codes = Sampler(model, temperature=0, weights=weights)(*prompts).numpy()
+    agree = (codes == greedy[0]).mean()
+    if weights == "float32":  # the micro model is float32: the same weights
+        assert agree == 1.0
+    else:
+        assert agree >= 0.8, agree
+    # Teacher-forced logits of the packed weights against the model's own pass.
+    decoder = model.decoder
+    memory, memory_mask = model.encode_text(*prompts)
+    flat = tf.constant(greedy[0].reshape(3, 36))
+    full = decoder(flat, memory, memory_mask).numpy()
+    w = decoder.inference_weights(weights, native=weights != "float32")
+    prepared = decoder.step_memory(memory, memory_mask)
+    cache = decoder.init_cache(3, w.dtype)
+    logits, cache = decoder.step(tf.concat([tf.fill([3, 1], decoder.bos_id), flat[:, :35]], 1),
+                                 tf.constant(0), cache, prepared, w)
+    tolerance = 1e-4 if weights == "float32" else 0.15
+    np.testing.assert_allclose(logits.numpy(), full, atol=tolerance, rtol=0.05)
+
+
+def test_compact_weights_read_fewer_bytes(model):
+    decoder = model.decoder
+    f32 = decoder.inference_weights("float32").nbytes()
+    assert decoder.inference_weights("bfloat16", native=True).nbytes() < 0.55 * f32
+    assert decoder.inference_weights("int8", native=True).nbytes() < 0.3 * f32
+
+
+def test_several_positions_per_step_equal_single_steps(model, prompts, greedy):
+    decoder = model.decoder
+    memory, memory_mask = model.encode_text(*prompts)
+    prepared = decoder.step_memory(memory, memory_mask)
+    flat = tf.constant(greedy[0].reshape(3, 36))
+    inputs = tf.concat([tf.fill([3, 1], decoder.bos_id), flat[:, :35]], 1)
+    cache = decoder.init_cache(3)
+    singles = []
+    for t in range(12):
+        logits, cache = decoder.step(inputs[:, t], tf.constant(t), cache, prepared)
+        singles.append(logits.numpy())
+    cache = decoder.init_cache(3)
+    window, cache = decoder.step(inputs[:, :5], tf.constant(0), cache, prepared)
+    window2, _ = decoder.step(inputs[:, 5:12], tf.constant(5), cache, prepared)
+    np.testing.assert_allclose(np.concatenate([window, window2], 1), np.stack(singles, 1),
+                               atol=1e-4)
+
+
+def test_the_decoder_runs_on_a_prefix_of_rows(model, prompts, greedy):
+    memory, memory_mask = model.encode_text(*prompts)
+    flat = tf.constant(greedy[0].reshape(3, 36))
+    full = model.decoder(flat, memory, memory_mask).numpy()
+    prefix = model.decoder(flat[:, :12], memory, memory_mask).numpy()  # 2 rows of 6
+    np.testing.assert_allclose(prefix, full[:, :12], atol=1e-5)
+    with pytest.raises(ZooError, match="not whole rows of the 6x6 grid"):
+        model.decoder(flat[:, :10], memory, memory_mask)
+
+
+def test_repeated_calls_do_not_leak_state_through_the_in_place_cache(model, prompts, sampled):
+    sampler, want = sampled
+    sampler(*prompts, num_samples=2, seed=99)
+    sampler(*prompts, num_samples=1, seed=5)
+    np.testing.assert_array_equal(sampler(*prompts, num_samples=2, seed=7).numpy(), want)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(weights="fp16"), "weights must be one of auto, float32, bfloat16, int8; got 'fp16'"),
+    (dict(weights=None), "got None"),
+    (dict(jacobi_window=1), r"jacobi_window must be 0 \(off.*or an int >= 2.*got 1"),
+    (dict(jacobi_window=-4), "got -4"),
+    (dict(jacobi_window=True), "got True"),
+    (dict(jacobi_window="16"), "got '16'"),
+    (dict(jacobi_window=8, use_cache=False), "need the KV cache"),
+    (dict(weights="int8", use_cache=False), "need the KV cache"),
+])
+def test_bad_sampler_options_are_clear_errors(model, kwargs, needle):
+    with pytest.raises(ZooError, match=needle):
+        Sampler(model, **kwargs)

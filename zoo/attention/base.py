@@ -29,12 +29,19 @@ h * w == tokens):
   the keys each query may see.
 - `step(q, k_cache, v_cache, t, grid)`: one new query at position `t` (scalar int tensor, the
   same for the whole batch) against the key/value cache [B, H, N, d] whose positions <= t are
-  filled; returns [B, H, 1, d]. The base class attends over the whole cache with row t of the
-  mask; sparse kernels gather only the keys position t may see.
+  filled; returns [B, H, 1, d]. The base class attends to the keys position t may see through
+  a static table derived from the mask (`key_table`; the whole cache with row t of the mask
+  for dense patterns), in one fused native op where native ops run, so kernels need not
+  override it.
+- `window_step(q, k_cache, v_cache, t, grid)`: L queries at positions t .. t + L - 1
+  (t + L <= N; parallel decoding) -> [B, H, L, d]. The base class slices the smallest run of
+  cache positions that holds every key of the window (its length is static: L plus how far
+  back the pattern reaches) and applies the mask there; kernels need not override it.
 - `get_config()`: constructor arguments (JSON-able), so a model can rebuild its kernels.
 
-A kernel that only defines `allowed` is correct (dense masked); overriding `call`/`step` makes
-it fast. `dense_masked_attention` is the reference the built-in kernels are tested against.
+A kernel that only defines `allowed` is correct (dense masked) and decodes fast (the step's
+key table); overriding `call` makes training fast. `dense_masked_attention` is the reference
+the built-in kernels are tested against.
 """
 
 import math
@@ -151,11 +158,66 @@ class AttentionKernel:
         return self.call(q, k, v, grid)
 
     def step(self, q, k_cache, v_cache, t, grid: Grid):
-        """One query at position t: q [B, H, 1, d], caches [B, H, N, d] -> [B, H, 1, d]."""
+        """One query at position t: q [B, H, 1, d], caches [B, H, N, d] -> [B, H, 1, d].
+
+        Sparse patterns (each position sees at most a quarter of the grid) gather only the
+        keys position t sees, from a static table of every position's keys (`key_table`);
+        denser ones attend over the whole cache with row t of the mask."""
         h, w = check_grid(grid, k_cache.shape[2])
+        table = self.key_table((h, w))
+        if table is not None:
+            index, valid = table
+            op = _cached_attention_op(q, k_cache, v_cache)
+            if op is not None:
+                return op(q, k_cache, v_cache, index, valid, tf.cast(t, tf.int32))
+            return gather_step(q, k_cache, v_cache, tf.gather(tf.constant(index), t),
+                               bias=tf.gather(mask_bias(valid), t))
         row = tf.gather(tf.constant(self.mask((h, w))), t)  # [N]
         scores = tf.matmul(scale_queries(q), k_cache, transpose_b=True)
         return softmax_attention(scores, v_cache, row[None, None, None, :])
+
+    def key_table(self, grid: Grid):
+        """(index int32 [N, K], valid bool [N, K]): the keys each position sees (padded with
+        position 0, not valid), K the most any position sees; None when K > N / 4 (the whole
+        cache is cheaper to score than a table that size)."""
+        mask = self.mask(tuple(check_grid(grid)))
+        keys = int(mask.sum(axis=1).max())
+        if keys * 4 > mask.shape[0]:
+            return None
+        key = ("table", type(self), tuple(sorted(self.get_config().items())), mask.shape)
+        if key not in _MASKS:
+            # Stable sort puts each row's seen positions first, in increasing order.
+            index = np.argsort(~mask, axis=1, kind="stable")[:, :keys].astype(np.int32)
+            valid = np.take_along_axis(mask, index, axis=1)
+            index = np.where(valid, index, 0).astype(np.int32)
+            index.setflags(write=False)
+            valid.setflags(write=False)
+            _MASKS[key] = (index, valid)
+        return _MASKS[key]
+
+    def window_step(self, q, k_cache, v_cache, t, grid: Grid):
+        """Queries at positions t .. t + L - 1: q [B, H, L, d], caches [B, H, N, d] filled up to
+        t + L - 1 (t + L <= N) -> [B, H, L, d]."""
+        h, w = check_grid(grid, k_cache.shape[2])
+        n, length = h * w, q.shape[2]
+        table = self.key_table((h, w))
+        op = _cached_attention_op(q, k_cache, v_cache) if table is not None else None
+        if op is not None:
+            return op(q, k_cache, v_cache, *table, tf.cast(t, tf.int32))
+        mask = self.mask((h, w))
+        span = min(n, _lookback(mask) + length)  # keys [t - lookback, t + L) cover the window
+        t = tf.cast(t, tf.int32)
+        rows = tf.gather(tf.constant(mask), t + tf.range(length))  # [L, N]
+        if span == n:  # the whole cache
+            keys, values, valid = k_cache, v_cache, rows
+        else:
+            start = tf.clip_by_value(t + length - span, 0, n - span)
+            keys = tf.slice(k_cache, [0, 0, start, 0], [-1, -1, span, -1])
+            values = tf.slice(v_cache, [0, 0, start, 0], [-1, -1, span, -1])
+            valid = tf.slice(rows, [0, start], [length, span])
+        bias = tf.where(valid, 0.0, MASK_VALUE)  # [L, span]: cheaper than a select over heads
+        scores = tf.matmul(scale_queries(q), keys, transpose_b=True)
+        return softmax_attention(scores, values, bias=bias)
 
     def get_config(self) -> Dict[str, Any]:
         return {}
@@ -179,9 +241,32 @@ def _cached_mask(kernel, grid):
 _MASKS: Dict[Any, np.ndarray] = {}
 
 
-def gather_step(q, k_cache, v_cache, index, valid):
-    """Attention of one query over the cache entries `index` [K] (int), `valid` [K] (bool)."""
+@tf.autograph.experimental.do_not_convert  # trace-time Python (builds, loads, checks)
+def _cached_attention_op(q, k_cache, v_cache):
+    """The fused decode-step attention (`native/cached_attention.cc`: one op instead of the
+    gathers, matmuls and masked softmax) when it applies here, else None: float32 inputs,
+    native ops usable (not under XLA, in a SavedModel or on DTensor), no GradientTape."""
+    from zoo.attention import native
+    if any(tf.as_dtype(x.dtype) != tf.float32 for x in (q, k_cache, v_cache)):
+        return None
+    if not native.usable_on(q, k_cache, v_cache) or native.gradient_tape_recording():
+        return None
+    library = native.load("cached_attention")
+    return None if library is None else library.zoo_cached_attention
+
+
+def _lookback(mask) -> int:
+    """How far back the pattern reaches: max over queries i of i - (its earliest key)."""
+    earliest = np.argmax(mask, axis=1)  # every row sees itself, so a True exists
+    return int(np.max(np.arange(mask.shape[0]) - earliest))
+
+
+def gather_step(q, k_cache, v_cache, index, valid=None, bias=None):
+    """Attention of one query over the cache entries `index` [K] (int), those seen given by
+    `valid` [K] (bool) or an additive `bias` [K] (0 seen, MASK_VALUE not; cheaper)."""
     keys = tf.gather(k_cache, index, axis=2)  # [B, H, K, d]
     values = tf.gather(v_cache, index, axis=2)
     scores = tf.matmul(scale_queries(q), keys, transpose_b=True)
+    if bias is not None:
+        return softmax_attention(scores, values, bias=bias)
     return softmax_attention(scores, values, valid[None, None, None, :])

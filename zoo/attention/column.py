@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+from zoo.attention.base import (AttentionKernel, check_grid, mask_bias,
                                 scale_queries, softmax_attention)
 from zoo.registry import ATTENTION
 
@@ -36,9 +36,3 @@ class ColumnAttention(AttentionKernel):
         out = softmax_attention(scores, columns(v, dv), bias=causal)  # [B, H, w, h, dv]
         out = tf.transpose(out, [0, 1, 3, 2, 4])
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
-
-    def step(self, q, k_cache, v_cache, t, grid):
-        h, w = check_grid(grid, k_cache.shape[2])
-        t = tf.cast(t, tf.int32)
-        rows = tf.range(h)
-        return gather_step(q, k_cache, v_cache, t % w + rows * w, rows <= t // w)

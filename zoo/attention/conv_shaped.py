@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.attention import native
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+from zoo.attention.base import (AttentionKernel, check_grid, mask_bias,
                                 scale_queries, softmax_attention)
 from zoo.errors import ZooError
 from zoo.registry import ATTENTION
@@ -183,15 +183,3 @@ class ConvShapedAttention(AttentionKernel):
             out = tf.reshape(out, tf.concat([b_h, [nh, nw, bh, bw, dv]], 0))
             out = tf.transpose(out, [0, 1, 2, 4, 3, 5, 6])
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
-
-    def step(self, q, k_cache, v_cache, t, grid):
-        h, w = check_grid(grid, k_cache.shape[2])
-        half = self.kernel_size // 2
-        t = tf.cast(t, tf.int32)
-        r, c = t // w, t % w
-        dr, dc = np.meshgrid(np.arange(-half, 1), np.arange(-half, half + 1), indexing="ij")
-        dr, dc = tf.constant(dr.reshape(-1), tf.int32), tf.constant(dc.reshape(-1), tf.int32)
-        kr, kc = r + dr, c + dc
-        valid = (kr >= 0) & (kc >= 0) & (kc < w) & ((dr < 0) | (dc <= 0))
-        index = tf.clip_by_value(kr, 0, h - 1) * w + tf.clip_by_value(kc, 0, w - 1)
-        return gather_step(q, k_cache, v_cache, index, valid)

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from zoo.attention.base import (AttentionKernel, check_grid, gather_step, mask_bias,
+from zoo.attention.base import (AttentionKernel, check_grid, mask_bias,
                                 scale_queries, softmax_attention)
 from zoo.registry import ATTENTION
 
@@ -44,8 +44,3 @@ class RowAttention(AttentionKernel):
         mask = self.block_mask(r, c, key_row, m % w, (h, w))
         out = softmax_attention(scores, vb, bias=mask_bias(mask))
         return tf.reshape(out, tf.concat([b_h, [h * w, dv]], 0))
-
-    def step(self, q, k_cache, v_cache, t, grid):
-        h, w = check_grid(grid, k_cache.shape[2])
-        pos = tf.cast(t, tf.int32) - w + tf.range(w + 1)
-        return gather_step(q, k_cache, v_cache, tf.maximum(pos, 0), pos >= 0)

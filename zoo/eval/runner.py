@@ -28,7 +28,8 @@ def evaluate_run(model_dir: str, prompts: str = "shapes", output_dir: Optional[s
                  num_prompts: Optional[int] = None, num_samples: int = 4, seed: int = 0,
                  temperature: Optional[float] = None, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, guidance_scale: Optional[float] = None,
-                 batch_size: int = 8, xla: bool = False, scorer_dir: Optional[str] = None,
+                 batch_size: int = 8, xla: bool = False, weights: str = "auto",
+                 jacobi_window: int = 0, scorer_dir: Optional[str] = None,
                  scorer: Optional[str] = None, reference=None,
                  feature_network: Optional[str] = None, step: Optional[int] = None,
                  grid_png: Optional[str] = None, extra_metrics: Optional[Dict] = None,
@@ -40,7 +41,8 @@ def evaluate_run(model_dir: str, prompts: str = "shapes", output_dir: Optional[s
         model_dir: a `parti` zoo-train run.
         prompts: the prompt set (module docstring). num_prompts: at most this many.
         output_dir: default <model_dir>/eval.
-        num_samples, seed, batch_size, xla: sampling (see zoo.models.sampling).
+        num_samples, seed, batch_size, xla, weights, jacobi_window: sampling (see
+            zoo.models.sampling.Sampler).
         temperature, top_k, top_p, guidance_scale: None takes the run's recorded setting,
             else the default (zoo.models.sampling_settings).
         scorer_dir / scorer: a contrastive run / a registered scorer: reranks each prompt's
@@ -82,10 +84,12 @@ def evaluate_run(model_dir: str, prompts: str = "shapes", output_dir: Optional[s
         scorer_obj = (SCORERS.create("contrastive_scorer", model_dir=scorer_dir) if scorer_dir
                       else SCORERS.create(scorer))
     pipe = TextToImage.from_model_dir(model_dir, step=step, scorer=scorer_obj,
-                                      jit_compile=xla, **settings.values)
+                                      jit_compile=xla, weights=weights,
+                                      jacobi_window=jacobi_window, **settings.values)
     info = {"model_dir": os.path.abspath(model_dir),
             "checkpoint_step": getattr(pipe.task, "restored_step", None),
-            "prompts": prompts, **settings.values, "xla": xla,
+            "prompts": prompts, **settings.values, "xla": xla, "weights": weights,
+            "jacobi_window": jacobi_window,
             "sampling_settings_from": settings.sources,
             "scorer": (os.path.abspath(scorer_dir) if scorer_dir else scorer),
             **(extra_info or {})}

@@ -15,19 +15,26 @@ projections compute in bfloat16 while LayerNorms stay float32, softmax runs in f
 the attention kernels, and the residual stream stays float32.
 
 KV cache (incremental decoding): a decoder block's self-attention cache is a pair of tensors
-(key, value), each [batch, heads, tokens, head_dim]; `DecoderBlock.step` writes position t and
-attends with the kernel's `step` (only the keys that position may see). Cross-attention keys
-and values are computed once per prompt (`DecoderBlock.memory_kv`).
+(key, value), each [batch, heads, tokens, head_dim]; `DecoderBlock.step` writes the positions
+it is given (updated in place: `write_cache`) and attends with the kernel's `step` (one
+position: only the keys it may see) or `window_step` (several). Cross-attention keys and
+values are computed once per prompt (`DecoderBlock.memory_kv`). Steps read the block's weights
+through `BlockWeights` packed once per sampling call (`zoo.layers.packed`: fused q|k|v, and
+the precision sampling reads them in).
 """
 
 import math
+from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from zoo.attention.base import AttentionKernel, softmax_attention
+from zoo.attention import native
+from zoo.attention.base import MASK_VALUE, AttentionKernel, softmax_attention
 from zoo.errors import ZooError
+from zoo.layers import packed
 from zoo.layers.tracking import track_layers  # noqa: F401  (re-exported for the models)
 
 
@@ -55,9 +62,43 @@ def kernel_spec(kernel, name):
     return {"name": name, **config} if config else name
 
 
-def update_cache(cache, new, t):
-    """Writes `new` [B, H, 1, d] into `cache` [B, H, N, d] at position t."""
-    return ops.slice_update(cache, (0, 0, t, 0), ops.cast(new, cache.dtype))
+def _in_place(*tensors):
+    """Whether TensorFlow's in-place ops run here (not under XLA, which updates loop buffers in
+    place itself, nor on DTensor, which has no layout rules for them)."""
+    return not native.in_xla_context() and not native.on_dtensor(*tensors)
+
+
+def new_cache(shape, dtype):
+    """A zero cache tensor of its own: `write_cache` may update it in place, so it must not be
+    a constant shared between calls (`Empty` is stateful: never folded or cached)."""
+    if not _in_place():
+        return tf.zeros(shape, dtype)
+    return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=True)
+
+
+def write_cache(cache, new, t):
+    """`cache` [B, H, N, d] with `new` [B, H, L, d] written at positions t .. t + L - 1.
+
+    Without XLA the write is in place (`InplaceUpdate` on the [B * H * N, d] rows: no copy of
+    the cache per step); the cache passed in must not be read afterwards (decode loops pass
+    it on and never look back). Under XLA and on DTensor: a dynamic_update_slice (XLA keeps a
+    loop-carried buffer in place itself).
+    """
+    new = tf.cast(new, cache.dtype)
+    if not _in_place(cache, new):
+        return ops.slice_update(cache, (0, 0, t, 0), new)
+    b, h, n, d = cache.shape
+    length = new.shape[2]
+    if b is not None and h is not None:  # static: the row offsets are one constant
+        offsets = tf.constant((np.arange(b * h)[:, None] * n + np.arange(length)[None, :])
+                              .reshape(-1), tf.int32)
+    else:
+        slices = tf.shape(cache)[0] * tf.shape(cache)[1]
+        offsets = tf.reshape(tf.range(slices)[:, None] * n + tf.range(length)[None, :], [-1])
+    flat = tf.raw_ops.InplaceUpdate(x=tf.reshape(cache, [-1, d]),
+                                    i=offsets + tf.cast(t, tf.int32),
+                                    v=tf.reshape(new, [-1, d]))
+    return tf.reshape(flat, tf.shape(cache) if b is None or h is None else cache.shape)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -131,13 +172,16 @@ class SelfAttention(MultiHeadProjection):
         v = self.split(self.value(x))
         return self.output_proj(self.merge(self.attention_kernel.call(q, k, v, grid)))
 
-    def step(self, x_t, t, cache, grid):
-        """x_t [B, 1, width] at position t; cache (key, value) -> (y_t, new cache)."""
-        k_cache = update_cache(cache[0], self.split(self.key(x_t)), t)
-        v_cache = update_cache(cache[1], self.split(self.value(x_t)), t)
-        q = self.split(self.query(x_t))
-        out = self.attention_kernel.step(q, k_cache, v_cache, t, grid)
-        return self.output_proj(self.merge(out)), (k_cache, v_cache)
+    def step(self, q, k, v, t, cache, grid):
+        """Heads q, k, v [B, H, L, d] of positions t .. t + L - 1 -> (attention output
+        [B, H, L, d], new cache): writes k and v into the cache (key, value), then attends."""
+        k_cache = write_cache(cache[0], k, t)
+        v_cache = write_cache(cache[1], v, t)
+        if q.shape[2] == 1:
+            out = self.attention_kernel.step(q, k_cache, v_cache, t, grid)
+        else:
+            out = self.attention_kernel.window_step(q, k_cache, v_cache, t, grid)
+        return out, (k_cache, v_cache)
 
     def get_config(self):
         return {**super().get_config(), "kernel": self.kernel_spec}
@@ -240,6 +284,18 @@ class EncoderBlock(keras.layers.Layer):
                 "mlp_dim": self.mlp_dim, "dropout": self.dropout_rate}
 
 
+class BlockWeights(NamedTuple):
+    """A decoder block's projections for decode steps (`packed.Linear` each, read once per
+    sampling call; qkv, cross_query and wi apply the LayerNorm before them)."""
+
+    qkv: packed.Linear
+    out: packed.Linear
+    cross_query: packed.Linear
+    cross_out: packed.Linear
+    wi: packed.Linear
+    wo: packed.Linear
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class DecoderBlock(keras.layers.Layer):
     """Pre-LN decoder block: causal sparse self-attention, cross-attention to the text, MLP.
@@ -292,20 +348,66 @@ class DecoderBlock(keras.layers.Layer):
     def memory_kv(self, memory):
         return self.cross_attention.memory_kv(memory)
 
-    def init_cache(self, batch_size, tokens, dtype=None):
-        """Zero (key, value) caches [B, heads, tokens, head_dim] in the dtype the block's
-        projections compute in (bfloat16 under mixed precision) unless `dtype` is given."""
-        dtype = dtype or self.self_attention.compute_dtype
-        shape = (batch_size, self.heads, tokens, self.width // self.heads)
-        return ops.zeros(shape, dtype), ops.zeros(shape, dtype)
+    def init_cache(self, batch_size, tokens, dtype=tf.float32):
+        """Zero (key, value) caches [B, heads, tokens, head_dim] in `dtype` (decode steps
+        compute in float32 whatever the model's precision: `zoo.layers.packed`)."""
+        dtype = tf.as_dtype(dtype)
+        shape = [batch_size, self.heads, tokens, self.width // self.heads]
+        return new_cache(shape, dtype), new_cache(shape, dtype)
 
-    def step(self, x_t, t, cache, memory_kv, memory_mask, grid):
-        """One token: x_t [B, 1, width] at position t -> (y_t, new cache)."""
-        y, cache = self.self_attention.step(self.self_attention_norm(x_t), t, cache, grid)
-        x_t = _residual(x_t, y)
-        y = self.cross_attention.attend(self.cross_attention_norm(x_t), *memory_kv, memory_mask)
-        x_t = _residual(x_t, y)
-        return _residual(x_t, self.mlp(self.mlp_norm(x_t))), cache
+    def inference_weights(self, mode="auto", native=False):
+        """The block's weights packed for decode steps (see `zoo.layers.packed`)."""
+        attn, cross, mlp = self.self_attention, self.cross_attention, self.mlp
+        pack = lambda layers, **kw: packed.pack(layers, mode, native=native, **kw)  # noqa: E731
+        return BlockWeights(
+            qkv=pack([attn.query, attn.key, attn.value], norm=self.self_attention_norm),
+            out=pack([attn.output_proj]),
+            cross_query=pack([cross.query], norm=self.cross_attention_norm),
+            cross_out=pack([cross.output_proj]),
+            wi=pack([mlp.wi], activation=mlp.wi.activation, norm=self.mlp_norm),
+            wo=pack([mlp.wo]))
+
+    def step_memory(self, memory, memory_mask):
+        """The text memory prepared once per sampling call for `step`: (keys [B, H, d, L]
+        transposed and scaled by 1 / sqrt(d), values [B, H, L, d], mask bias [B, 1, 1, L]:
+        0 for a real token, MASK_VALUE for padding), all float32."""
+        k, v = self.memory_kv(memory)
+        scale = 1.0 / math.sqrt(self.width // self.heads)
+        keys = tf.transpose(tf.cast(k, tf.float32), [0, 1, 3, 2]) * scale
+        bias = tf.where(tf.cast(memory_mask, tf.bool), 0.0, MASK_VALUE)[:, None, None, :]
+        return keys, tf.cast(v, tf.float32), bias
+
+    def step(self, x, t, cache, memory, grid, weights=None):
+        """Positions t .. t + L - 1 given their inputs x [B, L, width] and the cache of the
+        earlier ones -> (outputs [B, L, width], new cache). memory: from `step_memory`.
+        `weights`: from `inference_weights` (packed once per call; None packs the model's
+        own here)."""
+        w = weights or self.inference_weights()
+        attn = self.self_attention
+        b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+        length, width = x.shape[1], self.width
+        heads, head_dim = attn.heads, attn.head_dim
+
+        def split(y):  # [B * L, width] -> [B, heads, L, head_dim]
+            if length == 1:  # no transpose needed
+                return tf.reshape(y, [b, heads, 1, head_dim])
+            return tf.transpose(tf.reshape(y, [b, length, heads, head_dim]), [0, 2, 1, 3])
+
+        def merge(y):  # [B, heads, L, head_dim] -> [B * L, width]
+            if length == 1:
+                return tf.reshape(y, [-1, width])
+            return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [-1, width])
+
+        rows = tf.reshape(x, [-1, width])
+        q, k, v = tf.split(w.qkv(rows), 3, axis=-1)
+        out, cache = attn.step(split(q), split(k), split(v), t, cache, grid)
+        rows = _residual(rows, w.out(merge(out)))
+        q = split(w.cross_query(rows))
+        keys, values, bias = memory
+        probs = tf.nn.softmax(tf.matmul(q, keys) + bias)
+        rows = _residual(rows, w.cross_out(merge(tf.matmul(probs, values))))
+        rows = _residual(rows, w.wo(w.wi(rows)))
+        return tf.reshape(rows, [b, length, width]), cache
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "heads": self.heads,

@@ -44,16 +44,18 @@ Mixed precision (`mixed_precision=True`): attention and MLP projections and embe
 compute in bfloat16; LayerNorms, softmax, the residual stream and the logits stay float32.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.compat import RENAMED_OPTIONS, renamed
 from zoo.errors import ZooError, check_positive_ints
-from zoo.layers.transformer import DecoderBlock, build_kernel, track_layers
+from zoo.layers import packed
+from zoo.layers.transformer import BlockWeights, DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, DECODERS, MODELS, TEXT_ENCODERS
 
@@ -70,6 +72,23 @@ def dalle_schedule(layers: int):
     names = ["column" if (i - 2) % 4 == 0 else "row" for i in range(layers)]
     names[-1] = "conv_shaped"
     return names
+
+
+class DecoderWeights(NamedTuple):
+    """The decoder's projections packed for decode steps (`ImageDecoder.inference_weights`)."""
+
+    blocks: Tuple[BlockWeights, ...]
+    logits: packed.Linear  # with the final LayerNorm before it
+
+    @property
+    def dtype(self):
+        """The dtype activations, the KV cache and cross-attention keys/values use."""
+        return self.blocks[0].qkv.compute_dtype
+
+    def nbytes(self) -> int:
+        """Bytes of weights one decode step reads."""
+        return sum(packed.nbytes(linear) for block in self.blocks for linear in block) + \
+            packed.nbytes(self.logits)
 
 
 @DECODERS.register("parti_decoder", tiny=dict(image_grid=(2, 2), image_vocab_size=8, layers=2,
@@ -164,32 +183,73 @@ class ImageDecoder(keras.layers.Layer):
         """Cross-attention keys/values of every layer (computed once per prompt)."""
         return [block.memory_kv(memory) for block in self.blocks]
 
+    def step_memory(self, memory, memory_mask):
+        """The text memory prepared for `step`, once per sampling call (every layer's
+        cross-attention keys and values, and the mask)."""
+        return [block.step_memory(memory, memory_mask) for block in self.blocks]
+
     def call(self, codes, memory, memory_mask, training=False):
-        """codes [B, N] (teacher forcing) -> logits [B, N, image_vocab] (float32)."""
-        b, n = ops.shape(codes)[0], self.num_tokens
+        """codes [B, N] (teacher forcing) -> logits [B, N, image_vocab] (float32).
+
+        codes may also hold only the first r grid rows, [B, r * w]: the decoder then runs on
+        that prefix alone (its logits are the full pass's for those positions: every
+        attention pattern is causal).
+        """
+        h, w = self.image_grid
+        n = codes.shape[1] if codes.shape[1] is not None else self.num_tokens
+        if n % w or not 0 < n <= self.num_tokens:
+            raise ZooError(f"image codes of {n} positions are not whole rows of the {h}x{w} "
+                           f"grid; give [batch, r * {w}] codes with 1 <= r <= {h}")
+        b = ops.shape(codes)[0]
         bos = ops.full((b, 1), self.bos_id, dtype="int32")
         inputs = ops.concatenate([bos, ops.cast(codes[:, :n - 1], "int32")], axis=1)
         x = self._embed(inputs, ops.arange(n)[None, :])
         x = self.dropout(x, training=training)
         for block, kv in zip(self.blocks, self.memory_kv(memory)):
-            x = block(x, memory_kv=kv, memory_mask=memory_mask, grid=self.image_grid,
+            x = block(x, memory_kv=kv, memory_mask=memory_mask, grid=(n // w, w),
                       training=training)
         return self.logits(self.final_norm(x))
 
-    def init_cache(self, batch_size, dtype=None):
+    def init_cache(self, batch_size, dtype=tf.float32):
+        """Zero KV caches of every layer for `batch_size` rows, in `dtype` (decode steps
+        compute in float32: `weights.dtype`)."""
         return [block.init_cache(batch_size, self.num_tokens, dtype) for block in self.blocks]
 
-    def step(self, prev_tokens, t, cache, memory_kv, memory_mask):
-        """One decoding step: the token at t - 1 (BOS at t = 0) -> logits [B, V] for position t.
+    def inference_weights(self, mode="auto", native=False):
+        """Every projection packed for decode steps, once per sampling call (inside its
+        tf.function, outside the loop): `zoo.layers.packed` (mode: auto, float32, bfloat16,
+        int8; native: lay compact weights out for the fused op, see `packed.use_native`)."""
+        blocks = tuple(block.inference_weights(mode, native) for block in self.blocks)
+        logits = packed.pack([self.logits], mode, native=native, norm=self.final_norm)
+        return DecoderWeights(blocks, logits)
 
-        prev_tokens: int [B]. t: scalar int tensor. cache: from `init_cache`.
+    def step(self, prev_tokens, t, cache, memory, weights=None):
+        """Decoding steps with the KV cache: the tokens at positions t - 1 .. t + L - 2 (BOS
+        before position 0) -> logits of positions t .. t + L - 1, and the new cache.
+
+        prev_tokens: int [B] (one position: logits [B, V]) or [B, L] (logits [B, L, V];
+            t + L <= num_tokens). t: scalar int tensor. cache: from `init_cache` (updated in
+            place: pass the returned cache on). memory: from `step_memory(memory,
+            memory_mask)`. weights: from `inference_weights` (None: the model's own, packed
+            here).
         """
-        x = self._embed(ops.cast(prev_tokens, "int32")[:, None], ops.reshape(t, (1, 1)))
+        weights = weights or self.inference_weights()
+        single = len(prev_tokens.shape) == 1
+        tokens = ops.cast(prev_tokens, "int32")
+        tokens = tokens[:, None] if single else tokens
+        length = tokens.shape[1]
+        index = ops.reshape(ops.cast(t, "int32") + ops.arange(length, dtype="int32"),
+                            (1, length))
+        x = self._embed(tokens, index)
         new_cache = []
-        for block, c, kv in zip(self.blocks, cache, memory_kv):
-            x, c = block.step(x, t, c, kv, memory_mask, self.image_grid)
+        for block, c, mem, w in zip(self.blocks, cache, memory, weights.blocks):
+            x, c = block.step(x, t, c, mem, self.image_grid, w)
             new_cache.append(c)
-        return self.logits(self.final_norm(x))[:, 0], new_cache
+        rows = tf.reshape(x, [-1, self.width])
+        logits = weights.logits(rows)
+        if single:
+            return logits, new_cache
+        return tf.reshape(logits, [-1, length, self.image_vocab_size]), new_cache
 
     def get_config(self):
         return {**super().get_config(), "image_grid": list(self.image_grid),

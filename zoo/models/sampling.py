@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import ZooError
+from zoo.layers import packed
+from zoo.models import jacobi
 
 log = logging.getLogger("zoo")
 
@@ -123,10 +125,17 @@ class Sampler:
         jit_compile: bool. XLA-compile the decode loop.
         num_tokens: int or None. Decode only the first num_tokens positions (the rest stay
             0); for benchmarks and previews. None decodes the whole grid.
+        weights: the precision decode steps read the weights in (`zoo.layers.packed`):
+            'auto' (the model's own compute dtype), 'float32', 'bfloat16' or 'int8'
+            (weight-only, per-column scales). Cached decoding only.
+        jacobi_window: 0 (one token per model call) or L >= 2: speculative Jacobi decoding
+            with L draft tokens per call (`zoo.models.jacobi`; same distribution, fewer
+            calls). Cached decoding only.
     """
 
     def __init__(self, model, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2,
-                 use_cache=True, jit_compile=False, num_tokens=None):
+                 use_cache=True, jit_compile=False, num_tokens=None, weights="auto",
+                 jacobi_window=0):
         _check(temperature, top_k, top_p, guidance_scale)
         self.model = model
         self.temperature = float(temperature)
@@ -135,11 +144,18 @@ class Sampler:
         self.guidance_scale = float(guidance_scale)
         self.use_cache = bool(use_cache)
         self.jit_compile = bool(jit_compile)
+        self.weights = packed.check_mode(weights)
+        self.jacobi_window = jacobi.check_window(jacobi_window)
+        if not self.use_cache and (self.jacobi_window or self.weights != "auto"):
+            raise ZooError(f"jacobi_window={jacobi_window!r} and weights={weights!r} need the KV "
+                           f"cache (use_cache=True); the uncached reference runs the model as "
+                           f"it is, one token per call")
         total = model.decoder.num_tokens
         if num_tokens is not None and (isinstance(num_tokens, bool) or not isinstance(
                 num_tokens, (int, np.integer)) or not 0 < num_tokens <= total):
             raise ZooError(f"num_tokens must be in [1, {total}] or None, got {num_tokens!r}")
         self.num_tokens = int(num_tokens or total)
+        self.last_model_calls = None
         self._fns = {}
 
     _runtime_scale = False  # set on the copy `decode` makes for a guidance scale tensor
@@ -150,6 +166,8 @@ class Sampler:
 
     def __call__(self, text_tokens, text_mask, num_samples=1, seed=0, prompt_ids=None):
         """Codes [B * num_samples, h, w] int32, prompt-major (the samples of prompt 0 first).
+        Afterwards `last_model_calls` holds the decoder calls this batch took (num_tokens
+        without Jacobi decoding).
 
         Args:
             text_tokens, text_mask: int [B, L] (from the text tokenizer).
@@ -166,13 +184,20 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        fn = self._fns.get(int(num_samples))
+        executor = _executor(self.jit_compile, text_tokens)
+        # One function per executor: a function instantiated for one cannot run on the other.
+        key = (int(num_samples), executor)
+        fn = self._fns.get(key)
         if fn is None:
-            fn = tf.function(lambda a, b, c: self._decode(a, b, c, int(num_samples)),
+            fn = tf.function(lambda a, b, c: self._decode_counted(a, b, c, int(num_samples)),
                              jit_compile=self.jit_compile, reduce_retracing=True,
                              autograph=False)
-            self._fns[int(num_samples)] = fn
-        codes = fn(text_tokens, text_mask, keys)
+            self._fns[key] = fn
+        from tensorflow.python.eager import context
+        with context.function_executor_type(executor):
+            codes, calls = fn(text_tokens, text_mask, keys)
+        if tf.executing_eagerly():
+            self.last_model_calls = int(calls)
         h, w = self.model.image_grid
         return tf.reshape(codes, [-1, h, w])
 
@@ -215,40 +240,77 @@ class Sampler:
         return uncond + self.guidance_scale * (cond - uncond)
 
     def _decode(self, text_tokens, text_mask, keys, num_samples):
+        return self._decode_counted(text_tokens, text_mask, keys, num_samples)[0]
+
+    def _decode_counted(self, text_tokens, text_mask, keys, num_samples):
+        """(codes [B * S, N] int32, decoder calls int32 scalar)."""
         decoder = self.model.decoder
         n = self.num_tokens
         memory, memory_mask, rows = self._encode(text_tokens, text_mask, num_samples)
-        memory_kv = decoder.memory_kv(memory)
-        codes = tf.zeros([rows, decoder.num_tokens], tf.int32)
         select = lambda logits, t: select_tokens(  # noqa: E731
             logits, keys, t, self.temperature, self.top_k, self.top_p)
+        if not self.use_cache:
+            return self._decode_uncached(memory, memory_mask, rows, select), tf.constant(n)
 
-        if self.use_cache:
-            def body(t, prev, codes, cache):
-                inputs = tf.concat([prev, prev], 0) if self.guided else prev
-                logits, cache = decoder.step(inputs, t, cache, memory_kv, memory_mask)
-                token = select(self._guide(logits, rows), t)
-                codes = _write_column(codes, token, t)
-                return t + 1, token, codes, cache
+        batch = 2 * rows if self.guided else rows
+        length = min(self.jacobi_window, n) or 1
+        products = batch * length if isinstance(batch, int) else None
+        weights = decoder.inference_weights(self.weights, packed.use_native(products, memory))
+        prepared = decoder.step_memory(memory, memory_mask)
+        cache = decoder.init_cache(batch, weights.dtype)
 
-            batch = 2 * rows if self.guided else rows
-            cache = decoder.init_cache(batch)
-            prev = tf.fill([rows], decoder.bos_id)
-            _, _, codes, _ = tf.while_loop(
-                lambda t, *_: t < n, body, (tf.constant(0), prev, codes, cache),
-                maximum_iterations=n)
-            return codes
+        def step(prev, t, cache):
+            inputs = tf.concat([prev, prev], 0) if self.guided else prev
+            logits, cache = decoder.step(inputs, t, cache, prepared, weights)
+            return self._guide(logits, rows), cache
 
-        def body_uncached(t, codes):
+        if self.jacobi_window:
+            codes, calls = jacobi.decode(step, cache, keys, n, self.jacobi_window,
+                                         decoder.image_vocab_size, decoder.bos_id,
+                                         self.model.image_grid[1], self.temperature,
+                                         self.top_k, self.top_p)
+            return tf.pad(codes, [[0, 0], [0, decoder.num_tokens - n]]), calls
+
+        def body(t, prev, codes, cache):
+            logits, cache = step(prev, t, cache)
+            token = select(logits, t)
+            return t + 1, token, _write_column(codes, token, t), cache
+
+        codes = tf.zeros([rows, decoder.num_tokens], tf.int32)
+        prev = tf.fill([rows], decoder.bos_id)
+        _, _, codes, _ = tf.while_loop(
+            lambda t, *_: t < n, body, (tf.constant(0), prev, codes, cache),
+            maximum_iterations=n)
+        return codes, tf.constant(n)
+
+    def _decode_uncached(self, memory, memory_mask, rows, select):
+        decoder = self.model.decoder
+
+        def body(t, codes):
             inputs = tf.concat([codes, codes], 0) if self.guided else codes
             logits = decoder(inputs, memory=memory, memory_mask=memory_mask, training=False)
             step_logits = tf.gather(logits, t, axis=1)
             token = select(self._guide(step_logits, rows), t)
             return t + 1, _write_column(codes, token, t)
 
-        _, codes = tf.while_loop(lambda t, *_: t < n, body_uncached, (tf.constant(0), codes),
+        codes = tf.zeros([rows, decoder.num_tokens], tf.int32)
+        n = self.num_tokens
+        _, codes = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), codes),
                                  maximum_iterations=n)
         return codes
+
+
+def _executor(jit_compile, *tensors):
+    """The executor the decode loop runs on ('' is TensorFlow's default). Without XLA a decode
+    step is a few hundred small ops, and the default executor hands them between its inter-op
+    threads (a few microseconds each, far more on a busy machine); the single-threaded
+    executor runs them in order on the calling thread (measured: 3.9 -> 0.8 ms of overhead per
+    step, 6 layers; bench/RESULTS.md), while matmuls and native ops still use the intra-op
+    threads. XLA and DTensor keep the default."""
+    from zoo.attention import native
+    if jit_compile or native.on_dtensor(*tensors):
+        return ""
+    return "SINGLE_THREADED_EXECUTOR"
 
 
 def _write_column(codes, token, t):
@@ -257,14 +319,11 @@ def _write_column(codes, token, t):
     return codes * (1 - onehot) + token[:, None] * onehot
 
 
-def generate(model, text_tokens, text_mask, *, num_samples=1, seed=0, temperature=1.0,
-             top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True, jit_compile=False,
-             prompt_ids=None):
-    """One-off sampling: `Sampler(model, ...)(text_tokens, text_mask, num_samples, seed)`."""
-    return Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
-                   guidance_scale=guidance_scale, use_cache=use_cache,
-                   jit_compile=jit_compile)(text_tokens, text_mask, num_samples, seed,
-                                            prompt_ids)
+def generate(model, text_tokens, text_mask, *, num_samples=1, seed=0, prompt_ids=None,
+             **settings):
+    """One-off sampling: `Sampler(model, **settings)(text_tokens, text_mask, num_samples,
+    seed, prompt_ids)` (settings: temperature, top_k, ... as `Sampler` takes them)."""
+    return Sampler(model, **settings)(text_tokens, text_mask, num_samples, seed, prompt_ids)
 
 
 # -- prompts to images ---------------------------------------------------------------------------
@@ -312,7 +371,8 @@ class TextToImage:
         image_tokenizer: the image tokenizer whose codes the model predicts (`decode`).
         upsampler: optional model with `upsample(images)`.
         scorer: optional scorer object or registered SCORERS name.
-        temperature, top_k, top_p, guidance_scale, use_cache, jit_compile: see `Sampler`.
+        temperature, top_k, top_p, guidance_scale, use_cache, jit_compile, weights,
+            jacobi_window: see `Sampler`.
         distribution: the `zoo.distribute` distribution the model was built under (its
             weights sharded on a mesh, or mirrored); prompts are spread over its replicas
             (padded to a multiple of them) and the images are the same as on one device.
@@ -320,7 +380,7 @@ class TextToImage:
 
     def __init__(self, model, text_tokenizer, image_tokenizer, *, upsampler=None, scorer=None,
                  temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True,
-                 jit_compile=False, distribution=None):
+                 jit_compile=False, weights="auto", jacobi_window=0, distribution=None):
         if distribution is None:
             from zoo.distribute.base import Distribution
             distribution = Distribution()
@@ -341,11 +401,15 @@ class TextToImage:
         if use_cache and distribution.num_devices > distribution.num_replicas:
             log.warning("zoo: KV-cached decoding does not run on a mesh with a model axis yet "
                         "(DTensor cannot carry the head-sharded cache through the decode "
-                        "loop); decoding without the cache, one full decoder pass per token")
-            use_cache = False
+                        "loop); decoding without the cache, one full decoder pass per token%s",
+                        "" if weights == "auto" and not jacobi_window else
+                        f" (weights={weights!r} and jacobi_window={jacobi_window!r} need the "
+                        f"cache: ignored)")
+            use_cache, weights, jacobi_window = False, "auto", 0
         self.sampler = Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
                                guidance_scale=guidance_scale, use_cache=use_cache,
-                               jit_compile=jit_compile)
+                               jit_compile=jit_compile, weights=weights,
+                               jacobi_window=jacobi_window)
         self._decode = tf.function(image_tokenizer.decode, autograph=False)
 
     @classmethod

@@ -65,6 +65,12 @@ def define_flags():
     flags.DEFINE_bool("xla", False, "XLA-compile the decode loop (as zoo-sample --xla): a "
                       "slower start (compiling), faster steps for large float32 models; no "
                       "faster for the bf16 demo model (bench/RESULTS.md).")
+    flags.DEFINE_enum("weights", "auto", ["auto", "float32", "bfloat16", "int8"],
+                      "Precision decode steps read the weights in (auto: the model's own; "
+                      "int8: weight-only, per-column scales). See bench/RESULTS.md.")
+    flags.DEFINE_integer("jacobi_window", 0, "0: one token per model call; L >= 2: "
+                         "speculative Jacobi decoding with L draft tokens per call (same "
+                         "distribution, fewer calls).")
     flags.DEFINE_string("scorer_dir", None, "A contrastive zoo-train run: reranks samples "
                         "and gives the contrastive agreement and caption-following figures.")
     flags.DEFINE_string("scorer", None, "A registered scorer name instead of --scorer_dir "
@@ -82,7 +88,8 @@ def main(argv):
         FLAGS.model_dir, FLAGS.prompts, FLAGS.output_dir, num_prompts=FLAGS.num_prompts,
         num_samples=FLAGS.num_samples, seed=FLAGS.seed, temperature=FLAGS.temperature,
         top_k=FLAGS.top_k, top_p=FLAGS.top_p, guidance_scale=FLAGS.guidance_scale,
-        batch_size=FLAGS.batch_size, xla=FLAGS.xla, scorer_dir=FLAGS.scorer_dir,
+        batch_size=FLAGS.batch_size, xla=FLAGS.xla, weights=FLAGS.weights,
+        jacobi_window=FLAGS.jacobi_window, scorer_dir=FLAGS.scorer_dir,
         scorer=FLAGS.scorer, reference=FLAGS.reference_dir,
         feature_network=FLAGS.feature_network, step=FLAGS.step, progress=FLAGS.progress)
     sys.stdout.write(summary_lines(FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval"),

@@ -1,4 +1,7 @@
-"""Native (C++) TensorFlow ops for the attention kernels, compiled on first use.
+"""Native (C++) TensorFlow ops, compiled on first use: the attention kernels' fused forward
+pass (`conv_shaped_attention.cc`), decode-step attention over the KV cache
+(`cached_attention.cc`, `zoo.attention.base`) and the sampler's compact-weight matmul
+(`small_matmul.cc`, `zoo.layers.packed`).
 
 `load("conv_shaped_attention")` returns the op library built from `conv_shaped_attention.cc`
 next to this file (a module with `zoo_conv_shaped_attention`), or None when native ops are
@@ -67,21 +70,29 @@ def usable_on(*tensors) -> bool:
     """Whether native ops can run on `tensors` here: not while tracing an XLA-compiled
     function (they have no XLA kernels), nor for a SavedModel (it must load without zoo's op
     libraries), nor on DTensors (no layout propagation rules)."""
-    import tensorflow as tf
-    from tensorflow.dtensor.python import api as dtensor_api
+    from tensorflow.python.saved_model import save_context
+    if in_xla_context() or save_context.in_save_context():
+        return False
+    return not on_dtensor(*tensors)
+
+
+def in_xla_context() -> bool:
+    """Whether the ops made now are traced into an XLA-compiled function."""
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import control_flow_util
-    from tensorflow.python.saved_model import save_context
-    if control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()):
-        return False
-    if save_context.in_save_context():
-        return False
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+
+
+def on_dtensor(*tensors) -> bool:
+    """Whether the ops made now run on DTensor: in a mesh scope, or on eager DTensors."""
+    import tensorflow as tf
+    from tensorflow.dtensor.python import api as dtensor_api
     if dtensor_api.get_default_mesh() is not None:  # in a mesh scope (tensors traced for it)
-        return False
+        return True
     # Eager DTensors outside a mesh scope; the DTensor device exists once one was made.
     device_made = dtensor_api._dtensor_singleton is not None  # noqa: SLF001
-    return not (tf.executing_eagerly() and device_made
-                and any(dtensor_api.is_dtensor(t) for t in tensors))
+    return (tf.executing_eagerly() and device_made
+            and any(dtensor_api.is_dtensor(t) for t in tensors))
 
 
 def gradient_tape_recording() -> bool:

@@ -1,0 +1,446 @@
+// Matmul of a few float32 rows by compact (bfloat16 or int8) weights, on CPU
+// (zoo.layers.packed: the sampler's decode steps).
+//
+// ZooSmallMatmul(x, w, scale, bias, gamma, beta) -> y
+//   attrs: activation "none" or "gelu"; epsilon (LayerNorm)
+//   x:     float32 [M, K]  (a decode step's rows: M is small, a few to a few dozen)
+//   w:     the [K, N] weights in panels of 16 output columns (N padded with zero columns to
+//          16 P), panel p holding columns 16p .. 16p + 15:
+//            int8:     [P, K, 16]        w[p, k, l] = W[k, 16p + l]
+//            bfloat16: [P, K + K % 2, 16], pairs of rows interleaved:
+//                      w[p, 2j + e, l] is stored at ((p * J + j) * 16 + l) * 2 + e,
+//                      = W[2j + e, 16p + l] (K padded with a zero row to even)
+//   scale: float32 [16 P] for int8 weights (y[:, n] is multiplied by scale[n]), [0] for
+//          bfloat16
+//   bias:  float32 [16 P] added to every row, or [0]
+//   gamma, beta: float32 [K] or [0]: given, each row of x is first layer-normalised,
+//          (x - mean) / sqrt(variance + epsilon) * gamma + beta, as Keras' LayerNormalization
+//   y:     float32 [M, 16 P] = activation(norm(x) @ (w * scale) + bias); gelu is the exact
+//          0.5 x (1 + erf(x / sqrt(2))) (erf to 1.5e-7: Abramowitz & Stegun 7.1.26), as
+//          Keras' default gelu
+//
+// A decode step is bound by memory traffic: every weight is read once per step for a handful
+// of rows. The kernel streams the weights in their compact form (2 or 1 bytes each, no
+// dequantized copy is ever written) and accumulates in float32. int8 weights are widened in
+// registers and multiplied by the float32 rows. bfloat16 products round the rows to
+// bfloat16 (as TensorFlow's bfloat16 matmul does) and, on CPUs with AVX512_BF16, use its
+// pair dot product (VDPBF16PS: twice the multiply-adds of float32 FMAs, which matters once
+// many rows make the product compute-bound, e.g. speculative decoding's windows); the result
+// does not depend on M. Each panel is contiguous, so a pass over a few panels reads that many
+// sequential streams (8 for 1-2 rows; 3 with 8 rows per pass for many rows); panels of large
+// weights are split over the CPU device's thread pool (rows stay in L1, a pass's panels in
+// L2). With AVX-512 the inner loops use intrinsics; elsewhere portable loops.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace zoo {
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+constexpr int kLanes = 16;
+// Weights below this size are multiplied on the calling thread; larger ones are split over
+// the intra-op threads (a decode step's products are many and small: the hand-offs cost more
+// than they save below about a megabyte).
+constexpr int64_t kParallelBytes = 1 << 20;
+
+inline float FromBf16(uint32_t bits16) {
+  const uint32_t wide = bits16 << 16;
+  float out;
+  std::memcpy(&out, &wide, sizeof(out));
+  return out;
+}
+
+inline uint32_t ToBf16(float value) {  // round to nearest even (values are finite)
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+}
+
+// The problem of one call. For bfloat16, `pairs` holds the rows rounded to bfloat16, two
+// consecutive values of k per 32-bit word (the lower half the even k), [M, J], J = ceil(K/2).
+struct Problem {
+  const float* x = nullptr;
+  const uint32_t* pairs = nullptr;
+  const void* w = nullptr;
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  bool gelu = false;
+  float* y = nullptr;
+  int64_t M = 0, K = 0, J = 0, P = 0, N = 0;
+};
+
+// Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2) for z >= 0,
+// t = 1 / (1 + p z); absolute error below 1.5e-7.
+constexpr float kErfP = 0.3275911f, kErfA1 = 0.254829592f, kErfA2 = -0.284496736f,
+                kErfA3 = 1.421413741f, kErfA4 = -1.453152027f, kErfA5 = 1.061405429f;
+constexpr float kSqrtHalf = 0.70710678118654752f;
+
+inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * kSqrtHalf)); }
+
+#if defined(__AVX512F__)
+// exp(x) for x <= 0: Cody-Waite reduction and Cephes' degree-6 polynomial (relative error
+// ~1e-7), inputs clamped at -87 (exp underflows there anyway).
+inline __m512 ExpNonPositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
+                                 _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+}
+
+inline __m512 Gelu(__m512 x) {
+  const __m512 z = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(kSqrtHalf)));
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                                 _mm512_fmadd_ps(z, _mm512_set1_ps(kErfP), _mm512_set1_ps(1.0f)));
+  __m512 poly = _mm512_set1_ps(kErfA5);
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kErfA4));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kErfA3));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kErfA2));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kErfA1));
+  poly = _mm512_mul_ps(poly, t);
+  const __m512 tail = _mm512_mul_ps(poly, ExpNonPositive(_mm512_sub_ps(_mm512_setzero_ps(),
+                                                                       _mm512_mul_ps(z, z))));
+  // erf(|u|) = 1 - tail; 1 + erf(u) = 2 - tail for u >= 0, tail for u < 0.
+  const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 one_plus = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(2.0f),
+                                                                       tail), tail);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus);
+}
+
+inline void Store(const Problem& pr, __m512 out, int64_t m, int64_t p) {
+  if (pr.scale != nullptr) out = _mm512_mul_ps(out, _mm512_loadu_ps(pr.scale + p * kLanes));
+  if (pr.bias != nullptr) out = _mm512_add_ps(out, _mm512_loadu_ps(pr.bias + p * kLanes));
+  if (pr.gelu) out = Gelu(out);
+  _mm512_storeu_ps(pr.y + m * pr.N + p * kLanes, out);
+}
+#endif
+
+inline void StoreScalar(const Problem& pr, float out, int64_t m, int64_t n) {
+  if (pr.scale != nullptr) out *= pr.scale[n];
+  if (pr.bias != nullptr) out += pr.bias[n];
+  pr.y[m * pr.N + n] = pr.gelu ? Gelu(out) : out;
+}
+
+// int8: rows [m0, m0 + rows) x panels [p0, p0 + panels), rows <= R, panels <= PN.
+template <int R, int PN>
+void PassInt8(const Problem& pr, int64_t m0, int rows, int64_t p0, int panels) {
+  const int8_t* w = static_cast<const int8_t*>(pr.w);
+  const int64_t K = pr.K;
+  const int8_t* wp[PN];
+  for (int p = 0; p < PN; ++p) wp[p] = w + (p0 + std::min(p, panels - 1)) * K * kLanes;
+#if defined(__AVX512F__)
+  __m512 acc[R][PN];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < PN; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 wv[PN];
+    for (int p = 0; p < PN; ++p) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wp[p] + k * kLanes));
+      wv[p] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+    }
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const __m512 xv = _mm512_set1_ps(pr.x[(m0 + r) * K + k]);
+      for (int p = 0; p < PN; ++p) acc[r][p] = _mm512_fmadd_ps(xv, wv[p], acc[r][p]);
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int p = 0; p < panels; ++p) Store(pr, acc[r][p], m0 + r, p0 + p);
+#else
+  float acc[R][PN][kLanes] = {};
+  for (int64_t k = 0; k < K; ++k)
+    for (int r = 0; r < rows; ++r) {
+      const float xk = pr.x[(m0 + r) * K + k];
+      for (int p = 0; p < panels; ++p)
+        for (int l = 0; l < kLanes; ++l) acc[r][p][l] += xk * wp[p][k * kLanes + l];
+    }
+  for (int r = 0; r < rows; ++r)
+    for (int p = 0; p < panels; ++p)
+      for (int l = 0; l < kLanes; ++l)
+        StoreScalar(pr, acc[r][p][l], m0 + r, (p0 + p) * kLanes + l);
+#endif
+}
+
+// bfloat16 (pair-interleaved panels, rows as bfloat16 pairs): as PassInt8.
+template <int R, int PN>
+void PassBf16(const Problem& pr, int64_t m0, int rows, int64_t p0, int panels) {
+  const uint32_t* w = static_cast<const uint32_t*>(pr.w);  // one pair of rows per word
+  const int64_t J = pr.J;
+  const uint32_t* wp[PN];
+  for (int p = 0; p < PN; ++p) wp[p] = w + (p0 + std::min(p, panels - 1)) * J * kLanes;
+#if defined(__AVX512F__)
+  __m512 acc[R][PN];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < PN; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < J; ++j) {
+    __m512i wv[PN];
+    for (int p = 0; p < PN; ++p)
+      wv[p] = _mm512_loadu_si512(reinterpret_cast<const void*>(wp[p] + j * kLanes));
+#if defined(__AVX512BF16__)
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const __m512i xv = _mm512_set1_epi32(static_cast<int>(pr.pairs[(m0 + r) * J + j]));
+      for (int p = 0; p < PN; ++p)
+        acc[r][p] = _mm512_dpbf16_ps(acc[r][p], (__m512bh)xv, (__m512bh)wv[p]);
+    }
+#else
+    __m512 even[PN], odd[PN];
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    for (int p = 0; p < PN; ++p) {
+      even[p] = _mm512_castsi512_ps(_mm512_slli_epi32(wv[p], 16));
+      odd[p] = _mm512_castsi512_ps(_mm512_and_si512(wv[p], high));
+    }
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const uint32_t pair = pr.pairs[(m0 + r) * J + j];
+      const __m512 xe = _mm512_set1_ps(FromBf16(pair & 0xFFFFu));
+      const __m512 xo = _mm512_set1_ps(FromBf16(pair >> 16));
+      for (int p = 0; p < PN; ++p) {
+        acc[r][p] = _mm512_fmadd_ps(xe, even[p], acc[r][p]);
+        acc[r][p] = _mm512_fmadd_ps(xo, odd[p], acc[r][p]);
+      }
+    }
+#endif
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int p = 0; p < panels; ++p) Store(pr, acc[r][p], m0 + r, p0 + p);
+#else
+  float acc[R][PN][kLanes] = {};
+  for (int64_t j = 0; j < J; ++j)
+    for (int r = 0; r < rows; ++r) {
+      const uint32_t pair = pr.pairs[(m0 + r) * J + j];
+      const float xe = FromBf16(pair & 0xFFFFu), xo = FromBf16(pair >> 16);
+      for (int p = 0; p < panels; ++p)
+        for (int l = 0; l < kLanes; ++l) {
+          const uint32_t wl = wp[p][j * kLanes + l];
+          acc[r][p][l] += xe * FromBf16(wl & 0xFFFFu) + xo * FromBf16(wl >> 16);
+        }
+    }
+  for (int r = 0; r < rows; ++r)
+    for (int p = 0; p < panels; ++p)
+      for (int l = 0; l < kLanes; ++l)
+        StoreScalar(pr, acc[r][p][l], m0 + r, (p0 + p) * kLanes + l);
+#endif
+}
+
+// Panel groups [begin, end) (PN panels each), every row.
+template <int R, int PN, bool kBf16>
+void Panels(const Problem& pr, int64_t begin, int64_t end) {
+  for (int64_t p0 = begin * PN; p0 < std::min(end * PN, pr.P); p0 += PN) {
+    const int panels = static_cast<int>(std::min<int64_t>(PN, pr.P - p0));
+    for (int64_t m0 = 0; m0 < pr.M; m0 += R) {
+      const int rows = static_cast<int>(std::min<int64_t>(R, pr.M - m0));
+      if (kBf16) {
+        PassBf16<R, PN>(pr, m0, rows, p0, panels);
+      } else {
+        PassInt8<R, PN>(pr, m0, rows, p0, panels);
+      }
+    }
+  }
+}
+
+template <int R, int PN, bool kBf16>
+void Run(OpKernelContext* context, const Problem& pr, int64_t weight_bytes) {
+  const int64_t groups = (pr.P + PN - 1) / PN;
+  if (weight_bytes < kParallelBytes) {
+    Panels<R, PN, kBf16>(pr, 0, groups);  // small: waking other threads costs more
+    return;
+  }
+  const int64_t cost = PN * kLanes * pr.K * (pr.M + 2);
+  auto* workers = context->device()->tensorflow_cpu_worker_threads()->workers;
+  workers->ParallelFor(groups, cost, [&](int64_t begin, int64_t end) {
+    Panels<R, PN, kBf16>(pr, begin, end);
+  });
+}
+
+// Few rows stream more panels at once (memory-bound); more rows keep more rows per pass
+// (compute-bound: more multiply-adds per weight loaded).
+template <bool kBf16>
+void Dispatch(OpKernelContext* context, const Problem& pr, int64_t weight_bytes) {
+  if (pr.M <= 2) {
+    Run<2, 8, kBf16>(context, pr, weight_bytes);
+  } else if (pr.M <= 4) {
+    Run<4, 4, kBf16>(context, pr, weight_bytes);
+  } else {
+    Run<8, 3, kBf16>(context, pr, weight_bytes);
+  }
+}
+
+// out = (x - mean) / sqrt(variance + epsilon) * gamma + beta per row (two-pass moments).
+void LayerNorm(const float* x, const float* gamma, const float* beta, float epsilon,
+               int64_t M, int64_t K, float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * K;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < K; ++k) sum += row[k];
+    const float mean = sum / K;
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t k = 0; k < K; ++k) squares += (row[k] - mean) * (row[k] - mean);
+    const float inv = 1.0f / std::sqrt(squares / K + epsilon);
+    float* o = out + m * K;
+#pragma omp simd
+    for (int64_t k = 0; k < K; ++k) o[k] = (row[k] - mean) * inv * gamma[k] + beta[k];
+  }
+}
+
+class SmallMatmulOp : public OpKernel {
+ public:
+  explicit SmallMatmulOp(OpKernelConstruction* context) : OpKernel(context) {
+    std::string activation;
+    OP_REQUIRES_OK(context, context->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
+    gelu_ = activation == "gelu";
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& w = context->input(1);
+    const Tensor& scale = context->input(2);
+    const Tensor& bias = context->input(3);
+    const Tensor& gamma = context->input(4);
+    const Tensor& beta = context->input(5);
+    const bool bf16 = w.dtype() == tensorflow::DT_BFLOAT16;
+    OP_REQUIRES(context, x.dims() == 2 && w.dims() == 3 && w.dim_size(2) == kLanes,
+                tensorflow::errors::InvalidArgument(
+                    "ZooSmallMatmul: x must be [M, K] and w [P, K, 16], got ",
+                    x.shape().DebugString(), " and ", w.shape().DebugString()));
+    Problem pr;
+    pr.M = x.dim_size(0);
+    pr.K = x.dim_size(1);
+    pr.J = (pr.K + 1) / 2;
+    pr.P = w.dim_size(0);
+    pr.N = pr.P * kLanes;
+    const int64_t rows = bf16 ? 2 * pr.J : pr.K;
+    OP_REQUIRES(context, w.dim_size(1) == rows,
+                tensorflow::errors::InvalidArgument(
+                    "ZooSmallMatmul: x [M, K] needs w [P, ", rows, ", 16], got ",
+                    x.shape().DebugString(), " and ", w.shape().DebugString()));
+    const bool scaled = scale.NumElements() > 0;
+    OP_REQUIRES(context, scaled != bf16 && (!scaled || (scale.dims() == 1 &&
+                                                        scale.dim_size(0) == pr.N)),
+                tensorflow::errors::InvalidArgument(
+                    "ZooSmallMatmul: scale must be [16 P] for int8 weights and empty for "
+                    "bfloat16, got ", scale.shape().DebugString()));
+    const bool biased = bias.NumElements() > 0;
+    OP_REQUIRES(context, !biased || (bias.dims() == 1 && bias.dim_size(0) == pr.N),
+                tensorflow::errors::InvalidArgument(
+                    "ZooSmallMatmul: bias must be [16 P] or empty, got ",
+                    bias.shape().DebugString()));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({pr.M, pr.N}), &y));
+    if (y->NumElements() == 0) return;
+    pr.x = x.flat<float>().data();
+    std::vector<float> normed;
+    if (gamma.NumElements() > 0) {
+      OP_REQUIRES(context, gamma.dims() == 1 && gamma.dim_size(0) == pr.K &&
+                               beta.shape() == gamma.shape(),
+                  tensorflow::errors::InvalidArgument(
+                      "ZooSmallMatmul: gamma and beta must be [K] or empty, got ",
+                      gamma.shape().DebugString(), " and ", beta.shape().DebugString()));
+      normed.resize(pr.M * pr.K);
+      LayerNorm(pr.x, gamma.flat<float>().data(), beta.flat<float>().data(), epsilon_, pr.M,
+                pr.K, normed.data());
+      pr.x = normed.data();
+    }
+    pr.w = w.tensor_data().data();
+    pr.scale = scaled ? scale.flat<float>().data() : nullptr;
+    pr.bias = biased ? bias.flat<float>().data() : nullptr;
+    pr.gelu = gelu_;
+    pr.y = y->flat<float>().data();
+    const int64_t bytes = static_cast<int64_t>(w.tensor_data().size());
+    if (!bf16) {
+      Dispatch<false>(context, pr, bytes);
+      return;
+    }
+    std::vector<uint32_t> pairs(pr.M * pr.J);
+    for (int64_t m = 0; m < pr.M; ++m)
+      for (int64_t j = 0; j < pr.J; ++j) {
+        const float* row = pr.x + m * pr.K;
+        const uint32_t lo = ToBf16(row[2 * j]);
+        const uint32_t hi = 2 * j + 1 < pr.K ? ToBf16(row[2 * j + 1]) : 0u;
+        pairs[m * pr.J + j] = lo | (hi << 16);
+      }
+    pr.pairs = pairs.data();
+    Dispatch<true>(context, pr, bytes);
+  }
+
+ private:
+  bool gelu_ = false;
+  float epsilon_ = 1e-6f;
+};
+
+absl::Status ShapeFn(InferenceContext* c) {
+  ShapeHandle x, w;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &w));
+  DimensionHandle lanes, n;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(w, 2), kLanes, &lanes));
+  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(w, 0), kLanes, &n));
+  c->set_output(0, c->Matrix(c->Dim(x, 0), n));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace zoo
+
+REGISTER_OP("ZooSmallMatmul")
+    .Input("x: float")
+    .Input("w: T")
+    .Input("scale: float")
+    .Input("bias: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: float")
+    .Attr("T: {bfloat16, int8}")
+    .Attr("activation: {'none', 'gelu'} = 'none'")
+    .Attr("epsilon: float = 1e-6")
+    .SetShapeFn(zoo::ShapeFn)
+    .Doc(R"doc(
+y = x @ (w * scale) for a few float32 rows x [M, K] and compact weights in panels of 16
+columns (int8 w [P, K, 16] with a float32 scale [16 P] per output column, or bfloat16 w
+[P, K + K % 2, 16] with pairs of rows interleaved and an empty scale; the rows are rounded
+to bfloat16 then), accumulated in float32, plus a bias [16 P] (or empty), then the
+activation (none, or the exact gelu); y is [M, 16 P]. With gamma and beta ([K]; else
+empty) the rows are layer-normalised first.
+)doc");
+
+REGISTER_KERNEL_BUILDER(
+    Name("ZooSmallMatmul").Device(tensorflow::DEVICE_CPU).TypeConstraint<tensorflow::bfloat16>("T"),
+    zoo::SmallMatmulOp);
+REGISTER_KERNEL_BUILDER(
+    Name("ZooSmallMatmul").Device(tensorflow::DEVICE_CPU).TypeConstraint<int8_t>("T"),
+    zoo::SmallMatmulOp);
