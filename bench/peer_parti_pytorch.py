@@ -18,10 +18,10 @@ fed random text embeddings).
           total (each step's cost the minimum over its neighbours; the raw total is printed
           too: on a busy machine torch's threads lose far more than that); on 32x32 (many
           minutes) its `curve` phase: the step cost (best of 3) at 9 prefix lengths,
-          integrated over the 1024 steps (--peer_full_32 runs the real thing). zoo: `Sampler` per --weights mode (auto: the
-          model's own float32; int8: weight-only), best of --repeats after a first call, next
-          to the memory-bandwidth floor of the weights it reads (bench/bandwidth.py; measured
-          in the same run).
+          integrated over the 1024 steps (--peer_full_32 runs the real thing). zoo: `Sampler`
+          per --weights mode (auto: the model's own float32; int8: weight-only), best of
+          --repeats after a first call, next to the memory-bandwidth floor of the weights it
+          reads (bench/bandwidth.py; measured in the same run).
 Prints each figure with the load average and the ratio parti-pytorch / zoo.
 """
 

@@ -28,6 +28,8 @@ Phases:
   batched   images/s for 1, 8 and 32 prompts per call (--prompts), per --weights mode.
   matmul    the decoder's weights through the fused compact-weight op (bfloat16, int8) and
             oneDNN (float32, bfloat16) by rows per product: where the fused op stops paying.
+  overhead  per-step op dispatch (a decoder too narrow to compute anything): TensorFlow's
+            default executor against the single-threaded one the sampler runs on.
   agreement (--model_dir) greedy codes of each weights mode against float32 on the shapes
             captions (fraction of tokens and of images equal).
   jacobi    (--model_dir) model calls and seconds per image, ordinary vs Jacobi decoding
@@ -224,6 +226,34 @@ def phase_matmul(model, row_counts, steps=20):
         print(f"[matmul] {rows} rows: " + ", ".join(line) + f" ({load()})", flush=True)
 
 
+def phase_overhead(grid, repeats):
+    """Per-step cost of a decode step whose arithmetic is negligible (width 64, 6 layers, 64
+    codes): what op dispatch costs, on TensorFlow's default executor and on the single-
+    threaded one the sampler uses."""
+    import zoo.models.sampling as sampling
+    import zoo.plugins
+    zoo.plugins.load_builtins()
+    from zoo.registry import MODELS
+    model = MODELS.create("parti_350m", image_grid=(grid, grid), image_vocab_size=64, width=64,
+                          encoder_layers=1, decoder_layers=6, heads=8, mlp_dim=128,
+                          text_vocab_size=100, max_text_length=TEXT_TOKENS, dropout=0.0)
+    model.build()
+    tokens, mask = prompts(model)
+    chosen = sampling._executor
+    try:
+        for name in ("default", "single-threaded"):
+            if name == "default":
+                sampling._executor = lambda *args: ""
+            else:
+                sampling._executor = chosen
+            seconds = time_sampler(sampling.Sampler(model, temperature=1.0), tokens, mask,
+                                   repeats)
+            print(f"[overhead] {name} executor: {seconds / model.decoder.num_tokens * 1e3:.2f} "
+                  f"ms per step (6 layers of width 64) ({load()})", flush=True)
+    finally:
+        sampling._executor = chosen
+
+
 def shapes_prompts(model_dir, count):
     """The run's held-out shapes captions (what `zoo-eval --prompts=shapes` samples),
     tokenized for it."""
@@ -329,6 +359,8 @@ def main():
                                            args.repeats, modes)
         if "matmul" in phases:
             phase_matmul(model, [int(r) for r in args.matmul_rows.split(",")])
+    if "overhead" in phases:
+        phase_overhead(args.grid, args.repeats)
     if "agreement" in phases:
         phase_agreement(args.model_dir, [m for m in modes if m != "float32"], args.captions)
     if "jacobi" in phases:

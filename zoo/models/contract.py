@@ -39,9 +39,13 @@ A decoder (`model.decoder`; registered decoders are swapped with `parti.decoder 
     bos_id                        the id fed at position 0
     decoder(codes [B, N], memory=, memory_mask=, training=) -> logits [B, N, V]
     memory_kv(memory)             per-layer cross-attention keys/values (once per prompt)
-    init_cache(batch_size)        the KV cache (a nest of tensors)
-    step(prev_tokens [B], t, cache, memory_kv, memory_mask) -> (logits [B, V], cache)
-                                  the logits of position t given the token at t - 1
+    step_memory(memory, memory_mask)   the same prepared for `step` (once per sampling call)
+    inference_weights(mode, native)    the weights packed for `step` (zoo.layers.packed; once
+                                  per sampling call)
+    init_cache(batch_size, dtype) the KV cache (a nest of tensors)
+    step(prev_tokens [B] or [B, L], t, cache, step_memory, weights)
+                                  -> (logits [B, V] or [B, L, V], cache): the logits of
+                                  positions t .. t + L - 1 given the tokens at t - 1 .. t + L - 2
 
 `check_model_entry` checks the builder's arguments before anything is built, `check_model`
 checks a built model; both raise one `ZooError` naming the model and what it lacks.
@@ -58,7 +62,8 @@ TASK_ARGUMENTS = ("image_grid", "image_vocab_size", "text_vocab_size", "max_text
 MODEL_ATTRIBUTES = ("image_grid", "image_vocab_size", "text_vocab_size", "max_text_length")
 MODEL_METHODS = ("build", "get_config", "encode_text", "__call__")
 DECODER_ATTRIBUTES = ("num_tokens", "bos_id")
-DECODER_METHODS = ("memory_kv", "init_cache", "step", "__call__")
+DECODER_METHODS = ("memory_kv", "step_memory", "inference_weights", "init_cache", "step",
+                   "__call__")
 # Keras layer arguments that say nothing about the architecture.
 NOT_ARCHITECTURE = ("trainable", "dtype")
 

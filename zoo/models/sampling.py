@@ -4,11 +4,19 @@
     codes = sampler(text_tokens, text_mask, num_samples=4, seed=0)   # [B * 4, h, w] int32
 
 Each new image token costs one decoder step: every self-attention layer keeps a key/value
-cache [B, heads, N, head_dim] and its kernel attends only to the cached keys the position may
-see; cross-attention keys/values are computed once per prompt. The whole decode loop is one
-`tf.function` (a `tf.while_loop` over the N positions; `jit_compile=True` compiles it with XLA).
+cache [B, heads, N, head_dim], updated in place, and its kernel attends only to the cached keys
+the position may see; cross-attention keys/values are computed once per prompt. The whole
+decode loop is one `tf.function` (a `tf.while_loop` over the N positions; `jit_compile=True`
+compiles it with XLA), run on TensorFlow's single-threaded executor without XLA.
 `use_cache=False` re-runs the decoder on the full sequence at every step (the reference that
 the cached loop must reproduce token for token under greedy decoding).
+
+A step is bound by memory traffic (every weight read once for a handful of rows): steps read
+the weights packed once per call (`zoo.layers.packed`) in the precision `weights` picks: the
+model's own ('auto', the default), 'float32', 'bfloat16' or 'int8' (weight-only), through fused
+native ops where they run. `jacobi_window=L` decodes with speculative Jacobi decoding
+(`zoo.models.jacobi`): L draft tokens per model call, the same distribution, fewer calls.
+Measured figures, the bandwidth floor and the greedy agreement of each mode: bench/RESULTS.md.
 
 Classifier-free guidance (Parti: scale 1.2): the conditional and unconditional rows run in
 one batched pass (the batch is doubled; unconditional rows use the model's learned
@@ -18,7 +26,8 @@ skips the unconditional half.
 Randomness: the Gumbel noise of sample `s` of prompt `p` at position `t` is a counter-based
 hash of (seed, prompt id, s, t, code), so results are reproducible and do not depend on the
 batch size or on which other prompts share the batch (pass `prompt_ids` to keep ids stable
-when prompts are split into batches).
+when prompts are split into batches). Jacobi decoding is reproducible for a given batch; its
+samples depend on the batch's other rows (see `zoo.models.jacobi`).
 
 Defaults (the paper gives no temperature / top-k / top-p): temperature 1.0, no top-k,
 no top-p, guidance 1.2.
@@ -304,9 +313,10 @@ def _executor(jit_compile, *tensors):
     """The executor the decode loop runs on ('' is TensorFlow's default). Without XLA a decode
     step is a few hundred small ops, and the default executor hands them between its inter-op
     threads (a few microseconds each, far more on a busy machine); the single-threaded
-    executor runs them in order on the calling thread (measured: 3.9 -> 0.8 ms of overhead per
-    step, 6 layers; bench/RESULTS.md), while matmuls and native ops still use the intra-op
-    threads. XLA and DTensor keep the default."""
+    executor runs them in order on the calling thread (measured: 1.5 -> 0.4 ms per step of a
+    6-layer decoder too narrow to compute anything; `bench/sampling.py --phases=overhead`),
+    while matmuls and native ops still use the intra-op threads. XLA and DTensor keep the
+    default."""
     from zoo.attention import native
     if jit_compile or native.on_dtensor(*tensors):
         return ""
