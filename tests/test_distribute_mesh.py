@@ -106,6 +106,10 @@ def test_indivisible_weight_fails_when_the_model_is_built():
         with dist.scope():
             layer = keras.layers.Dense(6, name="wi")
             layer.build((None, 3))
+    # The error leaves no default mesh behind (TF's own scope does): later traces in the
+    # process would take DTensor paths (the KV cache's in-place write, for one).
+    from tensorflow.experimental import dtensor
+    assert dtensor.get_default_mesh() is None
 
 
 def test_variables_get_rule_layouts_and_optimizer_slots_follow():

@@ -135,6 +135,21 @@ def test_decoder_is_causal_in_raster_order():
     assert np.abs(changed[:, t + 1:] - logits[:, t + 1:]).max() > 1e-4
 
 
+def test_decoder_step_with_a_mask_for_weights_is_a_clear_error():
+    """The earlier step(prev, t, cache, memory_kv, mask) form: the mask lands in `weights`."""
+    model = micro()
+    data = batch(model, b=2)
+    memory, mask = model.encode_text(data["text_tokens"], data["text_mask"])
+    cache = model.decoder.init_cache(2)
+    prev = tf.fill([2], model.decoder.bos_id)
+    with pytest.raises(ZooError, match=r"weights must come from decoder.inference_weights\(\), "
+                                       r"got EagerTensor.*step_memory\(memory, memory_mask\)"):
+        model.decoder.step(prev, tf.constant(0), cache, model.decoder.memory_kv(memory), mask)
+    logits, _ = model.decoder.step(prev, tf.constant(0), cache,
+                                   model.decoder.step_memory(memory, mask))
+    assert logits.shape == (2, model.image_vocab_size)
+
+
 def test_unconditional_rows_ignore_the_text():
     model = micro()
     a, b = batch(model, seed=1), batch(model, seed=2)

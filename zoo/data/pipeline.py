@@ -207,8 +207,12 @@ class DecodeSkips:
                 " example(s) whose image failed to decode: ", listed]), output_stream=sys.stderr)
             return tf.constant(True)
 
-        said = tf.cond(tf.logical_and(failed, power_of_two), say, lambda: tf.constant(False))
         nothing = tf.logical_and(failures >= self.limit, tf.equal(failures, seen))
+        # The fatal count is said once, by the error (input threads may run this step again
+        # after it failed, and their lines would land after the error's).
+        said = tf.cond(tf.logical_and(tf.logical_and(failed, power_of_two),
+                                      tf.logical_not(nothing)),
+                       say, lambda: tf.constant(False))
         message = tf.strings.join([
             f"ZooError: {self.description}: no usable images: the first ", tf.strings.as_string(
                 failures), " examples all failed to decode (", listed, "); check the files "

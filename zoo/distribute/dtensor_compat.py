@@ -5,6 +5,9 @@
   `keras.ops.slice_update` are written in forms DTensor can lay out. Outside it, and on every
   other thread, `tf.Tensor.__getitem__`, TF's slice helper and Keras's `slice_update` are
   TensorFlow's and Keras's own (tests/test_distribute_mesh.py checks both).
+- `default_mesh(mesh)`: `dtensor.default_mesh` that also restores the previous default mesh
+  when its body raises (TF 2.21's leaves the mesh set for the rest of the process, and every
+  later trace in it takes the DTensor paths).
 - `laid_out_variable_class()`: the DVariable the mesh's variable creator makes, which keeps its
   layout on assignment and forwards in-function writes to later reads.
 """
@@ -16,6 +19,20 @@ _LOCAL = threading.local()    # .depth: how many dtensor_compat() this thread is
 _LOCK = threading.Lock()
 _ACTIVE = 0                   # threads inside dtensor_compat(): the forms are installed while > 0
 _ORIGINALS = None
+
+
+@contextlib.contextmanager
+def default_mesh(mesh):
+    """`tf.experimental.dtensor.default_mesh(mesh)`, restored on error too."""
+    from tensorflow.experimental import dtensor
+    error = None
+    with dtensor.default_mesh(mesh):
+        try:
+            yield
+        except BaseException as e:  # noqa: BLE001  (re-raised once the mesh is restored)
+            error = e
+    if error is not None:
+        raise error
 
 
 def _depth() -> int:

@@ -18,7 +18,7 @@ import contextlib
 from typing import Dict, List, Optional, Sequence
 
 from zoo.distribute.base import Distribution, _dense
-from zoo.distribute.dtensor_compat import dtensor_compat, laid_out_variable_class
+from zoo.distribute.dtensor_compat import default_mesh, dtensor_compat, laid_out_variable_class
 from zoo.distribute.planner import LayoutPlanner, Planned
 from zoo.distribute.rules import (BATCH_AXIS, LayoutRules, Spec, check_large_weights_sharded,
                                   gin_mesh_layout, mesh_string, num_devices_of, parse_mesh)
@@ -143,12 +143,11 @@ class MeshDistribution(Distribution):
 
     def scope(self):
         import tensorflow as tf
-        from tensorflow.experimental import dtensor
 
         @contextlib.contextmanager
         def both():
             first = len(self.planner.planned)
-            with tf.variable_creator_scope(self._creator), dtensor.default_mesh(self.mesh), \
+            with tf.variable_creator_scope(self._creator), default_mesh(self.mesh), \
                     dtensor_compat():
                 yield
             self.planner.raise_errors()
@@ -181,8 +180,7 @@ class MeshDistribution(Distribution):
     # -- steps ----------------------------------------------------------------------------------
 
     def run(self, fn, *args, **kwargs):
-        from tensorflow.experimental import dtensor
-        with dtensor.default_mesh(self.mesh), dtensor_compat():
+        with default_mesh(self.mesh), dtensor_compat():
             return fn(*args, **kwargs)
 
     def reduce_gradients(self, grads, variables):

@@ -233,7 +233,13 @@ class ImageDecoder(keras.layers.Layer):
             memory_mask)`. weights: from `inference_weights` (None: the model's own, packed
             here).
         """
-        weights = weights or self.inference_weights()
+        if weights is None:
+            weights = self.inference_weights()
+        elif not isinstance(weights, DecoderWeights):
+            raise ZooError(
+                f"decoder.step: weights must come from decoder.inference_weights(), got "
+                f"{type(weights).__name__}; the text memory goes in as "
+                f"step_memory(memory, memory_mask), the 4th argument")
         single = len(prev_tokens.shape) == 1
         tokens = ops.cast(prev_tokens, "int32")
         tokens = tokens[:, None] if single else tokens

@@ -76,11 +76,11 @@ def test_cached_decoding_steps_equal_the_full_pass(components):
     batch = _batch()
     full = model(batch).numpy()
     memory, mask = model.encode_text(batch["text_tokens"], batch["text_mask"])
-    kv = model.decoder.memory_kv(memory)
+    step_memory = model.decoder.step_memory(memory, mask)
     cache = model.decoder.init_cache(2)
     codes = tf.reshape(batch["image_codes"], [2, -1])
     prev = tf.fill([2], model.decoder.bos_id)
     for t in range(16):
-        logits, cache = model.decoder.step(prev, tf.constant(t), cache, kv, mask)
+        logits, cache = model.decoder.step(prev, tf.constant(t), cache, step_memory)
         np.testing.assert_allclose(logits.numpy(), full[:, t], atol=2e-4)
         prev = codes[:, t]
