@@ -179,8 +179,10 @@ def test_recorded_sampling_settings_are_used_unless_a_flag_overrides(tmp_path):
     assert (info["temperature"], info["top_k"], info["top_p"], info["guidance_scale"]) == (
         0.5, 3, 0.9, 2.0)
     r = run_tool("sample", f"--model_dir={run}", "--prompt=a red circle", "--num_samples=1",
-                 f"--output_dir={tmp_path / 's'}", "--noprogress", "--temperature=0.25")
+                 f"--output_dir={tmp_path / 's'}", "--noprogress", "--temperature=0.25",
+                 "--weights=int8", "--jacobi_window=4")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "zoo-sample: decoding: weights int8, jacobi_window 4, xla off" in r.stderr, r.stderr
     assert ("zoo-sample: sampling settings: temperature 0.25 (flag), top_k 3 (recorded), top_p 1 "
             "(default), guidance_scale 2 (recorded); recorded in " + str(run / "sampling.json")
             in r.stderr), r.stderr

@@ -41,3 +41,32 @@ def test_tools_define_their_flags_when_run_not_on_import():
     assert at_import - PENDING == set(), {n: tools[n] for n in at_import - PENDING}
     missing = {name for name, t in tools.items() if not t["define_flags"]} - PENDING
     assert not missing, f"tools without define_flags(): {missing}"
+
+
+def test_sampling_tools_share_one_definition_of_the_sampling_flags():
+    from zoo.layers.packed import WEIGHT_MODES
+    from zoo.tools import common
+    assert common.WEIGHT_MODES == WEIGHT_MODES
+    r = subprocess.run([sys.executable, "-c", """
+import json
+from absl import flags
+from zoo.tools import eval as ev, export, sample
+out = {}
+for tool in (sample, ev, export):
+    before = set(flags.FLAGS)
+    tool.define_flags()
+    fl = flags.FLAGS
+    out[tool.__name__] = {n: fl[n].help for n in ("temperature", "top_k", "top_p",
+                          "guidance_scale", "weights", "jacobi_window", "xla") if n in fl}
+    for name in set(fl) - before:  # the next tool defines its own
+        delattr(fl, name)
+print(json.dumps(out))
+"""], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={"ZOO_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    tools = json.loads(r.stdout.strip().splitlines()[-1])
+    sample, ev, export = (tools[f"zoo.tools.{n}"] for n in ("sample", "eval", "export"))
+    assert set(sample) == set(ev) == {"temperature", "top_k", "top_p", "guidance_scale",
+                                      "weights", "jacobi_window", "xla"}
+    assert sample == ev  # one definition: the same help text
+    assert set(export) == {"temperature", "top_k", "top_p", "guidance_scale"}

@@ -46,6 +46,38 @@ def define_gin_flags(model_dir_required: bool = False) -> None:
         flags.mark_flag_as_required("model_dir")
 
 
+# The weight precisions of decode steps (zoo.layers.packed.WEIGHT_MODES; not imported here:
+# tools define their flags before TensorFlow loads; tests/test_tool_flags.py checks they agree).
+WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
+
+
+def define_sampling_flags(decoding: bool = True) -> None:
+    """The sampling settings of every tool that samples (zoo-sample, zoo-eval, zoo-export).
+
+    --temperature, --top_k, --top_p, --guidance_scale: None takes the run's recorded setting
+    (sampling.json, written by zoo-demo), else the default. decoding: also --xla, --weights and
+    --jacobi_window, which change how the decode loop runs, not what it samples from.
+    """
+    flags.DEFINE_float("temperature", None, "Sampling temperature; 0 = greedy (default: the "
+                       "run's recorded setting in sampling.json, else 1.0).")
+    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step, 0 = all "
+                         "(default: the run's recorded setting, else 0).")
+    flags.DEFINE_float("top_p", None, "Nucleus sampling mass, 1 = off (default: the run's "
+                       "recorded setting, else 1).")
+    flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale, 1 = off "
+                       "(default: the run's recorded setting, else Parti's 1.2).")
+    if not decoding:
+        return
+    flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling); "
+                      "see bench/RESULTS.md for when its steps are faster.")
+    flags.DEFINE_enum("weights", "auto", list(WEIGHT_MODES),
+                      "Precision decode steps read the weights in (auto: the model's own; "
+                      "int8: weight-only, per-column scales). See bench/RESULTS.md.")
+    flags.DEFINE_integer("jacobi_window", 0, "0: one token per model call; L >= 2: "
+                         "speculative Jacobi decoding with L draft tokens per call (same "
+                         "distribution, fewer calls).")
+
+
 _TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ",
              "E0000 ", "To enable the following instructions", "oneDNN custom operations")
 

@@ -53,30 +53,14 @@ def define_flags():
                         "else random_conv, whose figures compare zoo runs only).")
     flags.DEFINE_integer("num_samples", 4, "Samples per prompt.")
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
-    flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale (default: the "
-                       "run's recorded setting, else 1.2, Parti's).")
-    flags.DEFINE_float("temperature", None, "Sampling temperature, 0 = greedy (default: the "
-                       "run's recorded setting, else 1.0).")
-    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes per step, 0 = all "
-                         "(default: the run's recorded setting, else 0).")
-    flags.DEFINE_float("top_p", None, "Nucleus sampling mass, 1 = off (default: the run's "
-                       "recorded setting, else 1).")
     flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-    flags.DEFINE_bool("xla", False, "XLA-compile the decode loop (as zoo-sample --xla): a "
-                      "slower start (compiling), faster steps for large float32 models; no "
-                      "faster for the bf16 demo model (bench/RESULTS.md).")
-    flags.DEFINE_enum("weights", "auto", ["auto", "float32", "bfloat16", "int8"],
-                      "Precision decode steps read the weights in (auto: the model's own; "
-                      "int8: weight-only, per-column scales). See bench/RESULTS.md.")
-    flags.DEFINE_integer("jacobi_window", 0, "0: one token per model call; L >= 2: "
-                         "speculative Jacobi decoding with L draft tokens per call (same "
-                         "distribution, fewer calls).")
     flags.DEFINE_string("scorer_dir", None, "A contrastive zoo-train run: reranks samples "
                         "and gives the contrastive agreement and caption-following figures.")
     flags.DEFINE_string("scorer", None, "A registered scorer name instead of --scorer_dir "
                         "(configured with --gin_bindings).")
     flags.DEFINE_integer("step", None, "Checkpoint step of --model_dir (default: newest).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    common.define_sampling_flags()
     common.define_gin_flags()
 
 

@@ -37,15 +37,8 @@ def define_flags():
     common.define_gin_flags()
     flags.DEFINE_string("output_dir", None, "Folder to write the SavedModel to (default: "
                         "<model_dir>/export; an earlier export there is replaced).")
-    flags.DEFINE_float("temperature", None, "Sampling temperature baked into the graph "
-                       "(0 = greedy; default: the run's recorded setting, else 1.0).")
-    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step (0 = all; "
-                         "default: the run's recorded setting, else 0).")
-    flags.DEFINE_float("top_p", None, "Nucleus sampling mass (1 = off; default: the run's "
-                       "recorded setting, else 1).")
-    flags.DEFINE_float("guidance_scale", None, "Default classifier-free guidance scale "
-                       "(serving_default; `generate` takes it as an input; default: the run's "
-                       "recorded setting, else Parti's 1.2).")
+    common.define_sampling_flags(decoding=False)  # baked into the graph; `generate` takes
+    # guidance_scale as an input (the flag sets serving_default's)
     flags.DEFINE_integer("num_samples", 1, "Default samples per prompt for serving_default.")
     flags.DEFINE_integer("seed", 0, "Default seed for serving_default.")
     flags.DEFINE_integer("step", None, "Checkpoint step of --model_dir (default: newest).")

@@ -46,24 +46,14 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Where to write PNGs, samples.jsonl and index.html "
                         "(default: <model_dir>/samples).")
     flags.DEFINE_integer("num_samples", 4, "Samples per prompt (Parti reranks 16).")
-    flags.DEFINE_float("temperature", None, "Sampling temperature; 0 = greedy (default: the run's "
-                       "recorded setting in sampling.json, else 1.0).")
-    flags.DEFINE_integer("top_k", None, "Keep the k most likely codes at each step, 0 = all "
-                         "(default: the run's recorded setting, else 0).")
-    flags.DEFINE_float("top_p", None, "Nucleus sampling mass, 1 = off (default: the run's recorded "
-                       "setting, else 1).")
-    flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale, 1 = off (default: "
-                       "the run's recorded setting, else Parti's 1.2).")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-    flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling), "
-                      "much faster steps for large models (XLA updates the KV cache in place; "
-                      "without it every step copies the cache). See bench/RESULTS.md.")
     flags.DEFINE_string("scorer", None, "Registered scorer that reranks each prompt's samples, "
                         "e.g. contrastive_scorer (configure it with --gin_bindings).")
     flags.DEFINE_string("upsampler_dir", None, "A super-resolution run applied to the images.")
     flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the newest).")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    common.define_sampling_flags()
     common.define_gin_flags()
     distribute_flags.define()  # --strategy, --mesh, --virtual_devices, ...
 
@@ -76,7 +66,8 @@ def main(argv):
         FLAGS.model_dir, FLAGS.prompt, FLAGS.prompts_file, FLAGS.max_prompts, FLAGS.output_dir,
         num_samples=FLAGS.num_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size,
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-        guidance_scale=FLAGS.guidance_scale, xla=FLAGS.xla, scorer=FLAGS.scorer,
+        guidance_scale=FLAGS.guidance_scale, xla=FLAGS.xla, weights=FLAGS.weights,
+        jacobi_window=FLAGS.jacobi_window, scorer=FLAGS.scorer,
         upsampler_dir=FLAGS.upsampler_dir, step=FLAGS.step,
         distribution=distribute_flags.from_flags(), progress=FLAGS.progress)
     print(f"zoo-sample: wrote {len(rows) * FLAGS.num_samples} images for {len(rows)} prompts "
