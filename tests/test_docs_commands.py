@@ -159,6 +159,23 @@ def test_training_each_stage_commands_run(workdir):
     assert (workdir / "runs" / "codes").is_dir()
 
 
+def effective(tool, args):
+    """What a command does once its stand-ins are in: the last value of each flag and of each
+    gin binding (later ones override), with the gin files in order."""
+    flags, bindings = {}, {}
+    for a in args:
+        name, _, value = a.partition("=")
+        if name == "--gin_bindings":
+            bindings[value.split("=", 1)[0].strip()] = value
+        elif name != "--gin_file":
+            flags[name] = value
+    return (tool, tuple(_gin_files(args)), tuple(sorted(flags.items())),
+            tuple(sorted(bindings.items())))
+
+
+_DONE = {}  # effective command -> (returncode, stdout, stderr) of its first run
+
+
 @pytest.mark.parametrize("where,command", LATER,
                          ids=[f"{w.split('#')[0]}:{i}" for i, (w, _) in enumerate(LATER)])
 def test_command_runs(workdir, where, command):
@@ -170,12 +187,18 @@ def test_command_runs(workdir, where, command):
         model_dir = _flag(args, "model_dir")
         if not (workdir / model_dir / "run.json").is_file():  # e.g. zoo-demo's runs/demo/parti
             args = _replace(args, "model_dir", "runs/parti")
-    proc = run(tool, args, workdir)
-    assert proc.returncode == 0, f"{line}\n{' '.join(args)}\n{proc.stderr[-3000:]}"
+    # README.md and docs/scaling.md share some commands: one that does what an earlier one
+    # did (once the stand-ins are in) is checked on that run's output.
+    key = effective(tool, args)
+    if key not in _DONE:
+        proc = run(tool, args, workdir)
+        _DONE[key] = (proc.returncode, proc.stdout, proc.stderr)
+    returncode, stdout, stderr = _DONE[key]
+    assert returncode == 0, f"{line}\n{' '.join(args)}\n{stderr[-3000:]}"
     if tool == "zoo-train":
-        assert "zoo-train:" in proc.stdout and "steps" in proc.stdout, proc.stdout
-    if tool == "zoo-layouts" and ",model:" in (proc.stdout.splitlines() or [""])[0]:
-        assert "is sharded on 'model'" in proc.stdout, proc.stdout[-2000:]
+        assert "zoo-train:" in stdout and "steps" in stdout, stdout
+    if tool == "zoo-layouts" and ",model:" in (stdout.splitlines() or [""])[0]:
+        assert "is sharded on 'model'" in stdout, stdout[-2000:]
 
 
 def check_by_layouts(args, line):
