@@ -233,13 +233,11 @@ class ImageDecoder(keras.layers.Layer):
             memory_mask)`. weights: from `inference_weights` (None: the model's own, packed
             here).
         """
-        if weights is None:
-            weights = self.inference_weights()
-        elif not isinstance(weights, DecoderWeights):
-            raise ZooError(
-                f"decoder.step: weights must come from decoder.inference_weights(), got "
-                f"{type(weights).__name__}; the text memory goes in as "
-                f"step_memory(memory, memory_mask), the 4th argument")
+        if not isinstance(weights, (DecoderWeights, type(None))):
+            raise ZooError(f"decoder.step: weights must come from decoder.inference_weights(), "
+                           f"got {type(weights).__name__}; the text memory goes in as "
+                           f"step_memory(memory, memory_mask), the 4th argument")
+        weights = self.inference_weights() if weights is None else weights
         single = len(prev_tokens.shape) == 1
         tokens = ops.cast(prev_tokens, "int32")
         tokens = tokens[:, None] if single else tokens
