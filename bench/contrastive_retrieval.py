@@ -8,7 +8,7 @@ paraphrase is never counted as a wrong answer). Prints the figures; append them 
 bench/RESULTS.md.
 
     python bench/contrastive_retrieval.py                       # runs/contrastive_shapes.gin
-    python bench/contrastive_retrieval.py --gin_file=runs/contrastive_demo.gin \
+    python bench/contrastive_retrieval.py --gin_file=runs/contrastive_shapes_small.gin \
         --gin_file=data/synthetic_shapes_easy.gin
 """
 
