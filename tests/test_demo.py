@@ -9,13 +9,42 @@ import re
 import numpy as np
 import pytest
 
-from helpers_tools import run_tool
+from helpers_tools import make_plugin_dist, run_tool
+
+# A 3-step Parti draws noise that the checker rejects, so every figure of a --quick demo would
+# be 0 and a demo that printed 0.0% whatever it measured would pass. This plugin (loaded by the
+# demo like any other) makes the first evaluation prompt's sample the true rendering of its
+# caption, as a trained model's would be: the right figure is then 50% (1 of 2 samples).
+RENDERING_PLUGIN = """
+import numpy as np
+
+from zoo.data import shapes
+from zoo.models import sampling
+
+FIRST_PROMPT = shapes.caption(0, 0, "test")
+_sample = sampling.TextToImage.__call__
+
+
+def _with_rendering(self, prompts, *args, **kwargs):
+    images, scores = _sample(self, prompts, *args, **kwargs)
+    images = np.array(images)
+    for row, prompt in enumerate(prompts):
+        if prompt == FIRST_PROMPT:
+            true = shapes.generate(0, 0, "test", image_size=images.shape[2])
+            images[row, 0] = true["image"] / 255.0
+    return images, scores
+
+
+sampling.TextToImage.__call__ = _with_rendering
+"""
 
 
 @pytest.mark.slow
 def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    r = run_tool("demo", "--quick", f"--model_dir={out}", timeout=900)
+    site = make_plugin_dist(tmp_path / "site", "zoo_test_rendering", "test_rendering",
+                            "zoo_test_rendering", RENDERING_PLUGIN)
+    r = run_tool("demo", "--quick", f"--model_dir={out}", extra_path=site, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     titles = ["text tokenizer", "image tokenizer", "reranker", "transformer", "sampling settings",
               "samples + evaluation"]
@@ -71,7 +100,9 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     images = np.stack([np.asarray(Image.open(out / "eval" / s["images"][0]), np.float32) / 255
                        for s in samples])
     checked = shapes_acceptance([s["prompt"] for s in samples], images)
-    assert results["shapes"]["acceptance"] == checked["acceptance"]
+    # The rendering is accepted, the noise is not: the figure is not 0.
+    assert checked["accepted"] == [True, False], checked["accepted"]
+    assert results["shapes"]["acceptance"] == checked["acceptance"] == 0.5
     shown = re.search(r"shapes checker acceptance ([\d.]+)% of all samples, gallery ", r.stdout)
     assert shown and float(shown.group(1)) == round(100 * checked["acceptance"], 1), r.stdout
     assert (out / "eval" / "index.html").exists() and (out / "eval" / "grid.png").exists()
@@ -81,7 +112,7 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     # Run again: finished stages are not redone.
     spm_mtime = os.path.getmtime(out / "spm" / "spm.model")
     r2 = run_tool("demo", "--quick", f"--model_dir={out}", "--stages=spm,tokenizer,sampling",
-                  timeout=600)
+                  extra_path=site, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "(exists)" in r2.stdout and "sampling.json (exists)" in r2.stdout
     assert "already at step 3" in r2.stdout

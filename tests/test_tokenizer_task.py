@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import zoo.plugins
 from shapes_standin import shapes_dataset, shapes_images
 from zoo.errors import ZooError
 from zoo.train.loop import train
 from zoo.train.superres_task import SuperResTask
 from zoo.train.tokenizer_task import (ViTVQGANTask, WarmupCosine, evaluate_reconstruction,
                                       load_tokenizer)
+
+# The tasks name their dataset, feature network and discriminator by registered name: every
+# built-in must be registered when this file runs alone (or one test of it).
+zoo.plugins.load_builtins()
 
 SMALL_D = {"channels": 4, "max_channels": 8}
 COMMON = dict(feature_network="tiny_conv", feature_network_options={"channels": [8, 8]},

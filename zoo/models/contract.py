@@ -54,6 +54,7 @@ checks a built model; both raise one `ZooError` naming the model and what it lac
 from typing import Any, Dict
 
 from zoo.errors import ZooError
+from zoo.layers.arguments import NOT_ARCHITECTURE, constructor_arguments
 from zoo.registry import MODELS, as_json, is_json_value
 
 # Arguments the task sets from the tokenizers (every model builder must take them).
@@ -64,8 +65,6 @@ MODEL_METHODS = ("build", "get_config", "encode_text", "__call__")
 DECODER_ATTRIBUTES = ("num_tokens", "bos_id")
 DECODER_METHODS = ("memory_kv", "step_memory", "inference_weights", "init_cache", "step",
                    "__call__")
-# Keras layer arguments that say nothing about the architecture.
-NOT_ARCHITECTURE = ("trainable", "dtype")
 
 _SEE = "(see zoo.models.contract and docs/architecture.md, 'The model contract')"
 
@@ -108,7 +107,7 @@ def check_model(model, name: str) -> None:
 def architecture(model, name: str) -> Dict[str, Any]:
     """The model's `get_config()` as plain JSON, without Keras's non-architecture keys: what
     `MODELS.create(name, **architecture)` rebuilds it from (recorded in run.json)."""
-    config = {k: v for k, v in dict(model.get_config()).items() if k not in NOT_ARCHITECTURE}
+    config = constructor_arguments(model.get_config())
     bad = [k for k, v in config.items() if not is_json_value(v)]
     if bad:
         raise ZooError(f"model {name!r}: get_config() entry {bad[0]!r} = {config[bad[0]]!r} is "

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from zoo.layers.arguments import constructor_arguments
 from zoo.layers.tracking import track_layers
 from zoo.registry import DISCRIMINATORS
 
@@ -99,7 +100,4 @@ class StyleGANDiscriminator(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return cls(**config)
+        return cls(**constructor_arguments(config))

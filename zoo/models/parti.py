@@ -55,6 +55,7 @@ import zoo.attention  # noqa: F401  (registers the built-in kernels)
 from zoo.compat import RENAMED_OPTIONS, renamed
 from zoo.errors import ZooError, check_positive_ints
 from zoo.layers import packed
+from zoo.layers.arguments import constructor_arguments
 from zoo.layers.transformer import BlockWeights, DecoderBlock, build_kernel, track_layers
 from zoo.models import text_encoder  # noqa: F401  (registers parti_encoder)
 from zoo.registry import ATTENTION, DECODERS, MODELS, TEXT_ENCODERS
@@ -440,10 +441,7 @@ class Parti(keras.Model):
 
     def architecture(self) -> Dict:
         """The constructor arguments (JSON-able) that rebuild this model without gin."""
-        config = self.get_config()
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return config
+        return constructor_arguments(self.get_config())
 
 
 # -- registered sizes ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from zoo.errors import ZooError, check_positive_ints
+from zoo.layers.arguments import constructor_arguments
 from zoo.layers.tracking import track_layers
 from zoo.registry import UPSAMPLERS
 
@@ -155,10 +156,7 @@ class WDSR(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return cls(**config)
+        return cls(**constructor_arguments(config))
 
 
 def wdsr_param_count(scale=2, blocks=12, channels=128, expansion=4, **_):

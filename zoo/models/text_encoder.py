@@ -15,7 +15,7 @@ Interface shared by every text encoder: `encoder(tokens int32 [B, L], mask [B, L
 import keras
 from keras import ops
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_positive_ints
 from zoo.layers.tracking import track_layers
 from zoo.layers.transformer import EncoderBlock
 from zoo.registry import TEXT_ENCODERS
@@ -40,10 +40,11 @@ class TransformerTextEncoder(keras.layers.Layer):
     def __init__(self, vocab_size=16000, width=1024, layers=12, heads=16, mlp_dim=4096,
                  max_length=128, dropout=0.1, mixed_precision=False, **kwargs):
         super().__init__(**kwargs)
-        for arg, value in (("vocab_size", vocab_size), ("width", width), ("layers", layers),
-                           ("heads", heads), ("mlp_dim", mlp_dim), ("max_length", max_length)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ZooError(f"parti_encoder.{arg} must be a positive int, got {value!r}")
+        check_positive_ints("parti_encoder", vocab_size=vocab_size, width=width, layers=layers,
+                            heads=heads, mlp_dim=mlp_dim, max_length=max_length)
+        # numpy integers pass the check; the layers and the (JSON) config take Python ints.
+        vocab_size, width, layers, heads, mlp_dim, max_length = (
+            int(v) for v in (vocab_size, width, layers, heads, mlp_dim, max_length))
         if width % heads:
             raise ZooError(f"parti_encoder.width={width} is not divisible by heads={heads}")
         self.vocab_size = vocab_size

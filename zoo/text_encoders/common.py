@@ -10,10 +10,8 @@ import keras
 from keras import ops
 
 from zoo.errors import ZooError
+from zoo.layers.arguments import NOT_ARCHITECTURE
 from zoo.registry import Registry, as_json, is_json_value
-
-# Keras layer arguments that say nothing about the architecture.
-_NOT_ARCHITECTURE = ("name", "dtype", "trainable")
 
 
 def component_options(registry: Registry, name: str, built, overrides=None) -> Dict[str, Any]:
@@ -38,7 +36,8 @@ def component_options(registry: Registry, name: str, built, overrides=None) -> D
     accepted = entry.params
     out = {}
     for key, value in config.items():
-        if key in _NOT_ARCHITECTURE or (accepted is not None and key not in accepted):
+        if key in NOT_ARCHITECTURE or key == "name" or (accepted is not None
+                                                        and key not in accepted):
             continue
         if is_json_value(value):
             out[key] = as_json(value)

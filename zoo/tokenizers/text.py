@@ -16,7 +16,7 @@ import os
 
 import tensorflow as tf
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, check_positive_ints
 from zoo.registry import TEXT_TOKENIZERS
 
 PAD_ID = 0  # Every batch pads with 0; `mask` says which positions are real.
@@ -60,9 +60,7 @@ class SentencePieceTokenizer(tf.Module):
         import sentencepiece
         import tensorflow_text as tf_text
 
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-            raise ZooError(f"sentencepiece.max_length must be a positive integer, got "
-                           f"{max_length!r}")
+        check_positive_ints("sentencepiece", max_length=max_length)
         if add_eos and max_length < 2:
             raise ZooError(f"sentencepiece.max_length={max_length} leaves no room for a token "
                            f"before EOS; use max_length >= 2 (Parti uses 128)")
@@ -75,7 +73,7 @@ class SentencePieceTokenizer(tf.Module):
                            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120]}); "
                            + _how_to_make(os.fspath(model_path))) from None
         self.model_path = os.fspath(model_path)
-        self.max_length = max_length
+        self.max_length = int(max_length)
         self.add_eos = bool(add_eos)
         self.vocab_size = int(processor.get_piece_size())
         self.pad_id = PAD_ID

@@ -32,6 +32,7 @@ from keras import ops
 
 from zoo.compat import RENAMED_VIT_VQGAN, renamed
 from zoo.errors import ZooError, check_positive_ints
+from zoo.layers.arguments import constructor_arguments
 from zoo.layers.quantizer import FactorizedQuantizer
 from zoo.layers.vit import PatchEmbed, TanhHead, ViTStack, transformer_block_params, unpatchify
 from zoo.registry import IMAGE_TOKENIZERS
@@ -268,10 +269,8 @@ class ViTVQGAN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = renamed(config, RENAMED_VIT_VQGAN)  # saved when widths were called `dim`
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return cls(**config)
+        # Saved when widths were called `dim`: renamed.
+        return cls(**constructor_arguments(renamed(config, RENAMED_VIT_VQGAN)))
 
 
 def _is_sharded(x):

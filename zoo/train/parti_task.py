@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
+from zoo.layers.arguments import constructor_arguments
 from zoo.models import contract
 from zoo.registry import DATASETS, IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
 from zoo.train import optimizers as _optimizers  # noqa: F401  (registers adafactor, schedule)
@@ -222,8 +223,7 @@ class PartiTask(Task):
                                                    self.max_text_length)
         # The registered model, rebuilt from its recorded architecture (run.json files
         # written before a model gained an argument still load: it takes its default).
-        options = {k: v for k, v in self.model_options.items()
-                   if k not in contract.NOT_ARCHITECTURE}
+        options = constructor_arguments(self.model_options)
         self.model = MODELS.create(self.model_name, **options)
         contract.check_model(self.model, self.model_name)
         self.model.build()

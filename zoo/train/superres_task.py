@@ -95,10 +95,7 @@ class SuperResTask(AdversarialTraining, Task):
         return self.adversarial_groups(self.upsampler.trainable_variables)
 
     def trackables(self):
-        out = {"upsampler": self.upsampler}
-        if self.discriminator is not None:
-            out["discriminator"] = self.discriminator
-        return out
+        return self.adversarial_trackables(upsampler=self.upsampler)
 
     def inputs(self, images):
         """The upsampler's inputs for high-resolution `images`."""

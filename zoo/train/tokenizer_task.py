@@ -192,6 +192,14 @@ class AdversarialTraining:
                                       self.clip_norm))
         return groups
 
+    def adversarial_trackables(self, **generator):
+        """The checkpointed objects: the task's generator (e.g. tokenizer=...), then the
+        discriminator when there is one (its key is a checkpoint key: keep it)."""
+        out = dict(generator)
+        if self.discriminator is not None:
+            out["discriminator"] = self.discriminator
+        return out
+
 
 @TASKS.register("vit_vqgan", tiny={"feature_network": "tiny_conv"})
 class ViTVQGANTask(AdversarialTraining, Task):
@@ -282,10 +290,7 @@ class ViTVQGANTask(AdversarialTraining, Task):
         return self.adversarial_groups(self.tokenizer.trainable_variables)
 
     def trackables(self):
-        out = {"tokenizer": self.tokenizer}
-        if self.discriminator is not None:
-            out["discriminator"] = self.discriminator
-        return out
+        return self.adversarial_trackables(tokenizer=self.tokenizer)
 
     def losses(self, batch, training=True):
         images = tf.cast(batch["image"], tf.float32)
