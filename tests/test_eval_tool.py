@@ -185,10 +185,11 @@ def test_recorded_sampling_settings_are_used_unless_a_flag_overrides(tmp_path):
                  "--weights=int8", "--jacobi_window=4")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "zoo-sample: decoding: weights int8, jacobi_window 4, xla off" in r.stderr, r.stderr
+    assert ("zoo-sample: sampling settings: temperature 0.25 (flag), top_k 3 (recorded), top_p 1 "
+            "(default), guidance_scale 2 (recorded); recorded in " + str(run / "sampling.json")
+            in r.stderr), r.stderr
+    # The default weights, as resolved (bfloat16 on the cached path), are what the line names.
     r = run_tool("sample", f"--model_dir={run}", "--prompt=a red circle", "--num_samples=1",
                  f"--output_dir={tmp_path / 's2'}", "--noprogress")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "zoo-sample: decoding: weights bfloat16, jacobi_window 0, xla off" in r.stderr, r.stderr
-    assert ("zoo-sample: sampling settings: temperature 0.25 (flag), top_k 3 (recorded), top_p 1 "
-            "(default), guidance_scale 2 (recorded); recorded in " + str(run / "sampling.json")
-            in r.stderr), r.stderr

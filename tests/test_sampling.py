@@ -368,3 +368,31 @@ def test_a_model_axis_decodes_uncached_with_the_default_weights_silently(model, 
     from zoo.models.sampling import TextToImage
     pipe = TextToImage(model, None, _pipe(model, caplog).image_tokenizer)  # one device
     assert pipe.sampler.use_cache and pipe.sampler.weights == "bfloat16"
+
+
+def _op_types(sampler, tokens, mask, num_samples):
+    """Every op type in the sampler's traced decode function, its loop bodies included."""
+    from zoo.models.selection import row_keys_for
+    sampler(tokens, mask, num_samples)
+    fn = next(iter(sampler._fns.values()))
+    graph = fn.get_concrete_function(tf.convert_to_tensor(tokens, tf.int32),
+                                     tf.convert_to_tensor(mask, tf.int32),
+                                     row_keys_for(0, tf.range(len(tokens)), num_samples)
+                                     ).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {n.op for n in nodes}
+
+
+def test_the_fused_op_serves_one_guided_prompt_and_onednn_more_rows(model, prompts):
+    # Measured: the fused compact-weight op beats oneDNN's bfloat16 matmul at 2 rows and loses
+    # from 4-16 rows on (packed.NATIVE_MAX_ROWS); batches and Jacobi windows go to oneDNN.
+    from zoo.layers import packed
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    one = _op_types(Sampler(model, temperature=0), prompts[0][:1], prompts[1][:1], 1)
+    assert "ZooSmallMatmul" in one  # 2 rows: the conditional and unconditional one
+    batch = _op_types(Sampler(model, temperature=0), *prompts, 1)  # 6 rows
+    assert "ZooSmallMatmul" not in batch
+    window = _op_types(Sampler(model, temperature=0, jacobi_window=4), prompts[0][:1],
+                       prompts[1][:1], 1)  # 2 rows x 4 positions
+    assert "ZooSmallMatmul" not in window

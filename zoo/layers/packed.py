@@ -39,9 +39,12 @@ from zoo.errors import ZooError
 WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 
 # Rows up to which the fused op is used (a memory-bound product wants the compact weights;
-# with many rows the product is compute-bound and oneDNN's blocked kernels win). Measured:
-# python bench/sampling.py --matmul.
-NATIVE_MAX_ROWS = 64
+# with more rows oneDNN's blocked kernels win, on a CPU with AMX bfloat16 units early).
+# Measured (`python bench/sampling.py --phases=matmul`, the peer configuration's decode-step
+# products on a 2-core Xeon with AMX, bench/RESULTS.md): bfloat16 fused / oneDNN 4.8 / 7.2 ms
+# at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
+# 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows.
+NATIVE_MAX_ROWS = 2
 
 
 def check_mode(mode):
