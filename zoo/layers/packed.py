@@ -20,8 +20,9 @@ Activations stay float32 in every mode (products accumulate in float32; LayerNor
 attention, the KV cache and the logits are float32): the step's elementwise work is small,
 and bfloat16 elementwise ops are slower on CPU (GELU 3x, measured). bfloat16 and int8 weights
 go through the fused native op `zoo_small_matmul` (reads the compact weights directly) where
-native ops run; elsewhere (XLA, a SavedModel, DTensor, no compiler) `bfloat16` uses
-TensorFlow's bfloat16 matmul (its inputs rounded to bfloat16) and `int8` multiplies by the
+native ops run and a product has at most `NATIVE_MAX_ROWS` rows (one guided prompt);
+elsewhere (more rows, XLA, a SavedModel, DTensor, no compiler) `bfloat16` uses TensorFlow's
+(oneDNN's) bfloat16 matmul (its inputs rounded to bfloat16) and `int8` multiplies by the
 dequantized float32 weights (the same values, dequantized once per call: no bandwidth saved
 there).
 

@@ -11,7 +11,7 @@ directory, measured by zoo-demo), else the defaults (temperature 1, guidance 1.2
 used are printed at start. Prompts come from --prompt (repeatable) and/or --prompts_file: a TSV
 with a `Prompt` column (PartiPrompts; Category and Challenge are kept) or a text file with one
 prompt per line. Decode steps read the weights in bfloat16 by default (--weights; measured
-about 2.8x faster than float32 on a CPU, bench/RESULTS.md), printed at start. Writes
+1.6x faster than float32 on a CPU, bench/RESULTS.md), printed at start. Writes
 `images/p0000_s0.png ...` (each prompt's samples best first when a scorer reranks them),
 `samples.jsonl` (one line per prompt: text, files, scores) and a gallery `index.html` into
 --output_dir (default: <model_dir>/samples). Same --seed, same images: sample
