@@ -396,3 +396,25 @@ def test_the_fused_op_serves_one_guided_prompt_and_onednn_more_rows(model, promp
     window = _op_types(Sampler(model, temperature=0, jacobi_window=4), prompts[0][:1],
                        prompts[1][:1], 1)  # 2 rows x 4 positions
     assert "ZooSmallMatmul" not in window
+
+
+def test_bfloat16_products_tensorflow_multiplies_run_on_the_default_executor(model, prompts,
+                                                                            monkeypatch):
+    # On TensorFlow's single-threaded executor bfloat16 matmuls miss oneDNN's kernels (3x
+    # slower, measured); the fused op and float32 products keep the single-threaded one.
+    from zoo.layers import packed
+    from zoo.models import sampling
+    chosen = []
+    pick = sampling._executor
+
+    def spy(*args, **kwargs):
+        chosen.append(pick(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(sampling, "_executor", spy)
+    Sampler(model, temperature=0)(*prompts)  # 6 rows: TensorFlow's bfloat16 matmul
+    Sampler(model, temperature=0, weights="float32")(*prompts)
+    assert chosen == ["", "SINGLE_THREADED_EXECUTOR"]
+    if packed.native_library() is not None:  # 2 rows: the fused op
+        Sampler(model, temperature=0)(prompts[0][:1], prompts[1][:1])
+        assert chosen[-1] == "SINGLE_THREADED_EXECUTOR"

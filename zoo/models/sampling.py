@@ -157,7 +157,12 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        executor = _executor(self.jit_compile, text_tokens)
+        rows = text_tokens.shape[0]
+        products = None if rows is None else \
+            rows * int(num_samples) * (2 if self.guided else 1) * (self.jacobi_window or 1)
+        executor = _executor(self.jit_compile, text_tokens,
+                             onednn_bfloat16=self.use_cache and self.weights == "bfloat16"
+                             and not packed.use_native(products, text_tokens))
         # One function per executor: a function instantiated for one cannot run on the other.
         key = (int(num_samples), executor)
         fn = self._fns.get(key)
@@ -273,16 +278,19 @@ class Sampler:
         return codes
 
 
-def _executor(jit_compile, *tensors):
+def _executor(jit_compile, *tensors, onednn_bfloat16=False):
     """The executor the decode loop runs on ('' is TensorFlow's default). Without XLA a decode
     step is a few hundred small ops, and the default executor hands them between its inter-op
     threads (a few microseconds each, far more on a busy machine); the single-threaded
     executor runs them in order on the calling thread (measured: 1.5 -> 0.4 ms per step of a
     6-layer decoder too narrow to compute anything; `bench/sampling.py --phases=overhead`),
     while matmuls and native ops still use the intra-op threads. XLA and DTensor keep the
-    default."""
+    default, and so do bfloat16 products TensorFlow multiplies (`onednn_bfloat16`: more rows
+    than the fused op takes): on the single-threaded executor they miss oneDNN's kernels
+    (measured, a decode step's products at 16 rows: 25.6 ms there against 8.3 ms on the
+    default executor; float32 16.8 / 15.3 ms; bench/RESULTS.md)."""
     from zoo.attention import native
-    if jit_compile or native.on_dtensor(*tensors):
+    if jit_compile or onednn_bfloat16 or native.on_dtensor(*tensors):
         return ""
     return "SINGLE_THREADED_EXECUTOR"
 
