@@ -244,7 +244,7 @@ def phase_overhead(grid, repeats):
     try:
         for name in ("default", "single-threaded"):
             if name == "default":
-                sampling._executor = lambda *args: ""
+                sampling._executor = lambda *args, **kwargs: ""
             else:
                 sampling._executor = chosen
             seconds = time_sampler(sampling.Sampler(model, temperature=1.0), tokens, mask,
