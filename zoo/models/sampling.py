@@ -14,7 +14,7 @@ the cached loop must reproduce token for token under greedy decoding).
 A step is bound by memory traffic (every weight read once for a handful of rows): steps read
 the weights packed once per call (`zoo.layers.packed`) in the precision `weights` picks:
 'bfloat16' (the default on the cached path: half the bytes, measured 1.6x faster than
-float32 on a CPU with 99.8% of greedy tokens unchanged), the model's own ('auto', the default
+float32 on a CPU with 99.4% of greedy tokens unchanged), the model's own ('auto', the default
 without the cache), 'float32' or 'int8' (weight-only), through fused native ops where they
 run. `jacobi_window=L` decodes with speculative Jacobi decoding
 (`zoo.models.jacobi`): L draft tokens per model call, the same distribution, fewer calls.
@@ -53,7 +53,7 @@ log = logging.getLogger("zoo")
 
 # The weights mode of cached decoding when none is given: bfloat16 halves the bytes a
 # memory-bound step reads (one 32x32 image at parti-pytorch's configuration on a 2-core Xeon
-# with AMX: float32 8.7 s, bfloat16 5.5 s; greedy tokens 99.8% equal to float32's; the demo's
+# with AMX: float32 8.7 s, bfloat16 5.5 s; greedy tokens 99.4% equal to float32's; the demo's
 # shapes acceptance unchanged). Measured: bench/RESULTS.md, "Sampling (issue 14)".
 DEFAULT_WEIGHTS = "bfloat16"
 
