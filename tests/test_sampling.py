@@ -101,7 +101,8 @@ def test_xla_compiled_loop_gives_the_same_tokens(model, prompts, sampled):
 
 
 def test_top_k_one_is_greedy(model, prompts, greedy):
-    np.testing.assert_array_equal(generate(model, *prompts, top_k=1, seed=5, **F32).numpy(), greedy[0])
+    np.testing.assert_array_equal(generate(model, *prompts, top_k=1, seed=5, **F32).numpy(),
+                                  greedy[0])
 
 
 def test_filter_logits():
