@@ -33,7 +33,8 @@ Phases:
   agreement (--model_dir) greedy codes of each weights mode against float32 on the shapes
             captions (fraction of tokens and of images equal).
   jacobi    (--model_dir) model calls and seconds per image, ordinary vs Jacobi decoding
-            (--jacobi windows), same prompts and seeds, per --xla mode.
+            (--jacobi windows), same prompts and seeds, per --xla mode, with the sampler's
+            default weights (bfloat16).
 The machine is shared: the load average is printed with every figure; compare ratios within
 one run.
 """
@@ -243,7 +244,7 @@ def phase_overhead(grid, repeats):
     try:
         for name in ("default", "single-threaded"):
             if name == "default":
-                sampling._executor = lambda *args: ""
+                sampling._executor = lambda *args, **kwargs: ""
             else:
                 sampling._executor = chosen
             seconds = time_sampler(sampling.Sampler(model, temperature=1.0), tokens, mask,
@@ -310,7 +311,8 @@ def phase_jacobi(model_dir, windows, count, temperature, repeats, xla=False):
               f"tokens per call; {np.mean(calls[0]) / per_image:.2f}x fewer), "
               f"{wall[w] * 1e3:.0f} ms per image ({wall[0] / wall[w]:.2f}x less), CPU "
               f"{cpu[w] * 1e3:.0f} ms ({cpu[0] / cpu[w]:.2f}x less); temperature {temperature}, "
-              f"xla={xla}, {count} captions x {repeats} rounds ({load()})", flush=True)
+              f"weights={samplers[w].weights}, xla={xla}, {count} captions x {repeats} rounds "
+              f"({load()})", flush=True)
         results.append(dict(window=w, xla=xla, calls=per_image, seconds=wall[w],
                             cpu_seconds=cpu[w]))
     return results

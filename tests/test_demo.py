@@ -77,6 +77,7 @@ def test_demo_quick_runs_every_stage_and_resumes(tmp_path):
     # the eval stage sampled with exactly those settings.
     recorded = json.loads((out / "parti" / "sampling.json").read_text())
     assert recorded["chosen_by"] == "shapes checker acceptance"
+    assert recorded["weights"] == "bfloat16"  # the decode weights the grid was sampled with
     assert [row["temperature"] for row in recorded["grid"]] == [1.0, 0.5]  # --quick's grid
     best = max(recorded["grid"], key=lambda row: row["score"])["score"]
     chosen = [row for row in recorded["grid"]

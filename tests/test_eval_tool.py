@@ -173,6 +173,8 @@ def test_recorded_sampling_settings_are_used_unless_a_flag_overrides(tmp_path):
             results["guidance_scale"]) == (0.5, 3, 1.0, 1.5)
     assert results["sampling_settings_from"] == {"temperature": "recorded", "top_k": "recorded",
                                                  "top_p": "default", "guidance_scale": "flag"}
+    assert (results["weights"], results["jacobi_window"], results["xla"]) == (
+        "bfloat16", 0, False)  # the decoding used: the default resolved
     from zoo.models.export import INFO_FILE, export_model_dir
     exported = export_model_dir(str(run), str(tmp_path / "export"), top_p=0.9)
     info = json.loads((exported / INFO_FILE).read_text())
@@ -186,3 +188,8 @@ def test_recorded_sampling_settings_are_used_unless_a_flag_overrides(tmp_path):
     assert ("zoo-sample: sampling settings: temperature 0.25 (flag), top_k 3 (recorded), top_p 1 "
             "(default), guidance_scale 2 (recorded); recorded in " + str(run / "sampling.json")
             in r.stderr), r.stderr
+    # The default weights, as resolved (bfloat16 on the cached path), are what the line names.
+    r = run_tool("sample", f"--model_dir={run}", "--prompt=a red circle", "--num_samples=1",
+                 f"--output_dir={tmp_path / 's2'}", "--noprogress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "zoo-sample: decoding: weights bfloat16, jacobi_window 0, xla off" in r.stderr, r.stderr

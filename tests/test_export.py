@@ -42,7 +42,8 @@ LOADER = textwrap.dedent("""
 def in_process_images(model_dir, seed, num_samples, guidance_scale):
     from zoo.eval.evaluate import to_uint8
     from zoo.models.sampling import TextToImage
-    pipe = TextToImage.from_model_dir(model_dir, guidance_scale=guidance_scale)
+    pipe = TextToImage.from_model_dir(model_dir, guidance_scale=guidance_scale,
+                                      weights="float32")
     images, _ = pipe(PROMPTS, num_samples=num_samples, seed=seed)
     return to_uint8(images)
 
@@ -54,7 +55,8 @@ def test_export_round_trip_matches_zoo_sample(tmp_path):
     sample_dir = tmp_path / "samples"
     args = [f"--prompt={p}" for p in PROMPTS]
     r = run_tool("sample", f"--model_dir={model_dir}", *args, "--num_samples=2", "--seed=7",
-                 "--guidance_scale=1.2", f"--output_dir={sample_dir}", "--noprogress")
+                 "--guidance_scale=1.2", f"--output_dir={sample_dir}", "--noprogress",
+                 "--weights=float32")  # the export's default (auto) on this float32 model
     assert r.returncode == 0, r.stderr[-3000:]
     export_dir = tmp_path / "export"
     r = run_tool("export", f"--model_dir={model_dir}", f"--output_dir={export_dir}",
@@ -63,6 +65,7 @@ def test_export_round_trip_matches_zoo_sample(tmp_path):
     assert "serving_default" in r.stdout
     info = json.loads((export_dir / "zoo_export.json").read_text())
     assert info["checkpoint_step"] == 2 and info["guidance_scale"] == 1.5
+    assert info["weights"] == "auto"
 
     script = tmp_path / "load.py"
     script.write_text(LOADER)
@@ -112,6 +115,8 @@ def test_bad_inputs(tmp_path):
         build_serving_module(model, None, None, num_samples=0)
     with pytest.raises(ZooError, match="top_p"):
         build_serving_module(model, None, None, top_p=0.0)
+    with pytest.raises(ZooError, match="one of auto, float32, bfloat16, int8; got 'fp16'"):
+        build_serving_module(model, None, None, weights="fp16")
 
 
 def test_upsampler_runs_in_the_graph():
@@ -134,11 +139,11 @@ def test_upsampler_runs_in_the_graph():
     image_tokenizer = IMAGE_TOKENIZERS.create("vit_vqgan_micro")
     upsampler = UPSAMPLERS.create("wdsr_tiny")
     module = build_serving_module(model, text_tokenizer, image_tokenizer,
-                                  upsampler=upsampler.upsample)
+                                  upsampler=upsampler.upsample, weights="float32")
     got = module.generate(tf.constant(PROMPTS[:2]), tf.constant(4, tf.int64), tf.constant(1),
                           tf.constant(1.2))["images"].numpy()
     assert got.shape == (2, 1, 32, 32, 3)
     pipe = TextToImage(model, text_tokenizer, image_tokenizer, upsampler=upsampler,
-                       guidance_scale=1.2)
+                       guidance_scale=1.2, weights="float32")
     expected, _ = pipe(PROMPTS[:2], num_samples=1, seed=4)
     np.testing.assert_array_equal(got, to_uint8(expected))

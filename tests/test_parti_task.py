@@ -216,14 +216,19 @@ def test_distributed_sampling_gives_the_single_device_images(trained, mesh, stra
     prompts = ["a red circle", "two blue squares", "a green triangle"]  # padded to 4 / 8
     model_parallel = mesh is not None and "model" in mesh
     # KV-cached decoding does not run on a model axis: the pipeline falls back to uncached.
-    want = TextToImage.from_model_dir(trained[0], use_cache=not model_parallel)(
-        prompts, num_samples=2, seed=4)[0]
+    # Cached paths compare in float32 (bfloat16, the default, takes the fused native op on one
+    # device and TensorFlow's bfloat16 matmul under DTensor); the model axis keeps the default,
+    # which resolves to the model's own weights there without a word about them.
+    weights = None if model_parallel else "float32"
+    want = TextToImage.from_model_dir(trained[0], use_cache=not model_parallel,
+                                      weights=weights)(prompts, num_samples=2, seed=4)[0]
     dist = distribute.get(strategy=strategy, mesh=mesh,
                           layout_rules=megatron_rules() if mesh else None)
     with caplog.at_level("WARNING", logger="zoo"):
-        pipe = TextToImage.from_model_dir(trained[0], distribution=dist)
+        pipe = TextToImage.from_model_dir(trained[0], distribution=dist, weights=weights)
     assert pipe.sampler.use_cache is not model_parallel
     assert ("without the cache" in caplog.text) is model_parallel
+    assert "ignored" not in caplog.text and pipe.sampler.weights in ("auto", "float32")
     if model_parallel:  # the weights really are sharded over the model axis
         from tensorflow.experimental import dtensor
         specs = [dtensor.fetch_layout(v.value).sharding_specs

@@ -11,8 +11,13 @@ from scipy import stats
 
 import zoo.models  # noqa: F401
 from zoo.errors import ZooError
-from zoo.models.sampling import Sampler, filter_logits, generate, select_tokens
+from zoo.models.sampling import Sampler, generate
+from zoo.models.selection import filter_logits, select_tokens
 from zoo.registry import MODELS
+
+# Exact comparisons (cache against no cache, XLA, Jacobi, exact distributions) decode with the
+# model's own float32 weights; the default is bfloat16 on the cached path.
+F32 = dict(weights="float32")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def greedy(model, prompts):
 
     model.decoder.step = spy
     try:
-        codes = Sampler(model, temperature=0, guidance_scale=1.2)(*prompts).numpy()
+        codes = Sampler(model, temperature=0, guidance_scale=1.2, **F32)(*prompts).numpy()
     finally:
         del model.decoder.step
     return codes, seen
@@ -53,7 +58,7 @@ def greedy(model, prompts):
 
 @pytest.fixture(scope="module")
 def sampled(model, prompts):
-    sampler = Sampler(model, temperature=1.0, top_k=8)
+    sampler = Sampler(model, temperature=1.0, top_k=8, **F32)
     return sampler, sampler(*prompts, num_samples=2, seed=7).numpy()
 
 
@@ -91,12 +96,13 @@ def test_seeded_reproducible_and_independent_of_batching(prompts, sampled):
 
 
 def test_xla_compiled_loop_gives_the_same_tokens(model, prompts, sampled):
-    xla = Sampler(model, temperature=1.0, top_k=8, jit_compile=True)
+    xla = Sampler(model, temperature=1.0, top_k=8, jit_compile=True, **F32)
     np.testing.assert_array_equal(xla(*prompts, num_samples=2, seed=7).numpy(), sampled[1])
 
 
 def test_top_k_one_is_greedy(model, prompts, greedy):
-    np.testing.assert_array_equal(generate(model, *prompts, top_k=1, seed=5).numpy(), greedy[0])
+    np.testing.assert_array_equal(generate(model, *prompts, top_k=1, seed=5, **F32).numpy(),
+                                  greedy[0])
 
 
 def test_filter_logits():
@@ -156,7 +162,7 @@ def test_mixed_precision_model_samples_with_the_cache(prompts):
 
 @pytest.mark.parametrize("window", [2, 5, 36])
 def test_jacobi_greedy_gives_the_ordinary_greedy_tokens(model, prompts, greedy, window):
-    sampler = Sampler(model, temperature=0, guidance_scale=1.2, jacobi_window=window)
+    sampler = Sampler(model, temperature=0, guidance_scale=1.2, jacobi_window=window, **F32)
     np.testing.assert_array_equal(sampler(*prompts).numpy(), greedy[0])
     assert 0 < sampler.last_model_calls <= 36
 
@@ -165,7 +171,7 @@ def test_jacobi_greedy_under_xla_and_the_model_calls(model, prompts, greedy):
     ordinary = Sampler(model, temperature=0)
     ordinary(*prompts)
     assert ordinary.last_model_calls == 36  # one per token
-    xla = Sampler(model, temperature=0, jacobi_window=8, jit_compile=True)
+    xla = Sampler(model, temperature=0, jacobi_window=8, jit_compile=True, **F32)
     np.testing.assert_array_equal(xla(*prompts).numpy(), greedy[0])
     assert xla.last_model_calls < 36
 
@@ -208,7 +214,7 @@ def test_jacobi_samples_have_the_ordinary_sampling_distribution(peaked, window):
     # share the window, so rows ahead of the others verify from their own frontier too.
     # An acceptance rule that keeps every draft, or redraws rejected tokens from p instead of
     # the residual max(0, p - q), fails this by far (p < 1e-100).
-    sampler = Sampler(peaked[0], temperature=1.0, jacobi_window=window)
+    sampler = Sampler(peaked[0], temperature=1.0, jacobi_window=window, **F32)
     assert _fits(peaked, sampler) > 1e-3
 
 
@@ -286,7 +292,8 @@ def test_repeated_calls_do_not_leak_state_through_the_in_place_cache(model, prom
 
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(weights="fp16"), "weights must be one of auto, float32, bfloat16, int8; got 'fp16'"),
-    (dict(weights=None), "got None"),
+    (dict(weights="bf16"), "one of auto, float32, bfloat16, int8; got 'bf16'"),
+    (dict(weights=False), "got False"),
     (dict(jacobi_window=1), r"jacobi_window must be 0 \(off.*or an int >= 2.*got 1"),
     (dict(jacobi_window=-4), "got -4"),
     (dict(jacobi_window=True), "got True"),
@@ -297,3 +304,118 @@ def test_repeated_calls_do_not_leak_state_through_the_in_place_cache(model, prom
 def test_bad_sampler_options_are_clear_errors(model, kwargs, needle):
     with pytest.raises(ZooError, match=needle):
         Sampler(model, **kwargs)
+
+
+# -- the default weights: bfloat16 where decoding is cached, the model's own where not ------------
+
+
+def test_default_weights_are_bfloat16_on_the_cached_path(model, prompts):
+    from zoo.models import sampling
+    assert sampling.DEFAULT_WEIGHTS == "bfloat16"
+    sampler = Sampler(model, temperature=0)
+    assert sampler.weights == "bfloat16"
+    modes = []
+    build = model.decoder.inference_weights
+
+    def spy(mode="auto", native=False):
+        modes.append(mode)
+        return build(mode, native)
+
+    model.decoder.inference_weights = spy
+    try:
+        codes = sampler(*prompts).numpy()
+    finally:
+        del model.decoder.inference_weights
+    assert modes == ["bfloat16"]  # what the decode loop packed
+    np.testing.assert_array_equal(codes, Sampler(model, temperature=0,
+                                                 weights="bfloat16")(*prompts).numpy())
+    assert Sampler(model, weights="auto").weights == "auto"  # auto: the model's own dtype
+
+
+def test_default_weights_without_the_cache_are_the_models_own(model, prompts, greedy, caplog):
+    with caplog.at_level("WARNING", logger="zoo"):
+        sampler = Sampler(model, temperature=0, use_cache=False)
+    assert sampler.weights == "auto" and not caplog.text
+    np.testing.assert_array_equal(sampler(*prompts).numpy(), greedy[0])
+    with pytest.raises(ZooError, match="weights='bfloat16'.*need the KV cache"):
+        Sampler(model, weights="bfloat16", use_cache=False)  # asked for explicitly
+
+
+class _ModelAxis:
+    """A distribution whose replicas span 2 devices (weights sharded on a model axis)."""
+
+    num_replicas, num_devices = 1, 2
+
+
+def _pipe(model, caplog, **settings):
+    import types
+
+    from zoo.models.sampling import TextToImage
+    image_tokenizer = types.SimpleNamespace(grid_size=model.image_grid, decode=lambda c: c)
+    with caplog.at_level("WARNING", logger="zoo"):
+        return TextToImage(model, None, image_tokenizer, distribution=_ModelAxis(), **settings)
+
+
+def test_a_model_axis_decodes_uncached_with_the_default_weights_silently(model, caplog):
+    pipe = _pipe(model, caplog)
+    assert not pipe.sampler.use_cache and pipe.sampler.weights == "auto"
+    assert "without the cache" in caplog.text and "ignored" not in caplog.text
+    caplog.clear()
+    pipe = _pipe(model, caplog, weights="bfloat16")  # asked for: said to be ignored
+    assert pipe.sampler.weights == "auto"
+    assert "weights='bfloat16' and jacobi_window=0 need the cache: ignored" in caplog.text
+    with pytest.raises(ZooError, match="one of auto, float32, bfloat16, int8; got 'fp16'"):
+        _pipe(model, caplog, weights="fp16")
+    from zoo.models.sampling import TextToImage
+    pipe = TextToImage(model, None, _pipe(model, caplog).image_tokenizer)  # one device
+    assert pipe.sampler.use_cache and pipe.sampler.weights == "bfloat16"
+
+
+def _op_types(sampler, tokens, mask, num_samples):
+    """Every op type in the sampler's traced decode function, its loop bodies included."""
+    from zoo.models.selection import row_keys_for
+    sampler(tokens, mask, num_samples)
+    fn = next(iter(sampler._fns.values()))
+    graph = fn.get_concrete_function(tf.convert_to_tensor(tokens, tf.int32),
+                                     tf.convert_to_tensor(mask, tf.int32),
+                                     row_keys_for(0, tf.range(len(tokens)), num_samples)
+                                     ).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {n.op for n in nodes}
+
+
+def test_the_fused_op_serves_one_guided_prompt_and_onednn_more_rows(model, prompts):
+    # Measured: the fused compact-weight op beats oneDNN's bfloat16 matmul at 2 rows and loses
+    # from 4-16 rows on (packed.NATIVE_MAX_ROWS); batches and Jacobi windows go to oneDNN.
+    from zoo.layers import packed
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    one = _op_types(Sampler(model, temperature=0), prompts[0][:1], prompts[1][:1], 1)
+    assert "ZooSmallMatmul" in one  # 2 rows: the conditional and unconditional one
+    batch = _op_types(Sampler(model, temperature=0), *prompts, 1)  # 6 rows
+    assert "ZooSmallMatmul" not in batch
+    window = _op_types(Sampler(model, temperature=0, jacobi_window=4), prompts[0][:1],
+                       prompts[1][:1], 1)  # 2 rows x 4 positions
+    assert "ZooSmallMatmul" not in window
+
+
+def test_bfloat16_products_tensorflow_multiplies_run_on_the_default_executor(model, prompts,
+                                                                            monkeypatch):
+    # On TensorFlow's single-threaded executor bfloat16 matmuls miss oneDNN's kernels (3x
+    # slower, measured); the fused op and float32 products keep the single-threaded one.
+    from zoo.layers import packed
+    from zoo.models import sampling
+    chosen = []
+    pick = sampling._executor
+
+    def spy(*args, **kwargs):
+        chosen.append(pick(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(sampling, "_executor", spy)
+    Sampler(model, temperature=0)(*prompts)  # 6 rows: TensorFlow's bfloat16 matmul
+    Sampler(model, temperature=0, weights="float32")(*prompts)
+    assert chosen == ["", "SINGLE_THREADED_EXECUTOR"]
+    if packed.native_library() is not None:  # 2 rows: the fused op
+        Sampler(model, temperature=0)(prompts[0][:1], prompts[1][:1])
+        assert chosen[-1] == "SINGLE_THREADED_EXECUTOR"

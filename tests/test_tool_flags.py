@@ -56,8 +56,8 @@ for tool in (sample, ev, export):
     before = set(flags.FLAGS)
     tool.define_flags()
     fl = flags.FLAGS
-    out[tool.__name__] = {n: fl[n].help for n in ("temperature", "top_k", "top_p",
-                          "guidance_scale", "weights", "jacobi_window", "xla") if n in fl}
+    out[tool.__name__] = {n: [fl[n].help, fl[n].default] for n in ("temperature", "top_k",
+                          "top_p", "guidance_scale", "weights", "jacobi_window", "xla") if n in fl}
     for name in set(fl) - before:  # the next tool defines its own
         delattr(fl, name)
 print(json.dumps(out))
@@ -70,3 +70,9 @@ print(json.dumps(out))
                                       "weights", "jacobi_window", "xla"}
     assert sample == ev  # one definition: the same help text
     assert set(export) == {"temperature", "top_k", "top_p", "guidance_scale"}
+    # --weights: no value of its own (None), the sampler's default: bfloat16 with the cache,
+    # the model's own (auto) where decoding runs without it.
+    help_text, default = sample["weights"]
+    assert default is None
+    assert "default bfloat16 where decoding is KV-cached" in help_text
+    assert "auto where it is not" in help_text

@@ -28,7 +28,7 @@ def evaluate_run(model_dir: str, prompts: str = "shapes", output_dir: Optional[s
                  num_prompts: Optional[int] = None, num_samples: int = 4, seed: int = 0,
                  temperature: Optional[float] = None, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, guidance_scale: Optional[float] = None,
-                 batch_size: int = 8, xla: bool = False, weights: str = "auto",
+                 batch_size: int = 8, xla: bool = False, weights: Optional[str] = None,
                  jacobi_window: int = 0, scorer_dir: Optional[str] = None,
                  scorer: Optional[str] = None, reference=None,
                  feature_network: Optional[str] = None, step: Optional[int] = None,
@@ -88,8 +88,8 @@ def evaluate_run(model_dir: str, prompts: str = "shapes", output_dir: Optional[s
                                       jacobi_window=jacobi_window, **settings.values)
     info = {"model_dir": os.path.abspath(model_dir),
             "checkpoint_step": getattr(pipe.task, "restored_step", None),
-            "prompts": prompts, **settings.values, "xla": xla, "weights": weights,
-            "jacobi_window": jacobi_window,
+            "prompts": prompts, **settings.values, "xla": xla,
+            "weights": pipe.sampler.weights, "jacobi_window": pipe.sampler.jacobi_window,
             "sampling_settings_from": settings.sources,
             "scorer": (os.path.abspath(scorer_dir) if scorer_dir else scorer),
             **(extra_info or {})}

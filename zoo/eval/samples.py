@@ -83,14 +83,15 @@ def write_samples(pipe, prompts, output_dir, num_samples, seed, batch_size, prog
 
 def sample_run(model_dir, prompts=(), prompts_file=None, max_prompts=None, output_dir=None, *,
                num_samples=4, seed=0, batch_size=8, temperature=None, top_k=None, top_p=None,
-               guidance_scale=None, xla=False, weights="auto", jacobi_window=0, scorer=None,
+               guidance_scale=None, xla=False, weights=None, jacobi_window=0, scorer=None,
                upsampler_dir=None, step=None, distribution=None, progress=True,
                tool="zoo-sample"):
     """Samples the prompts with the run in `model_dir`; returns (rows, output_dir, settings).
 
     temperature, top_k, top_p, guidance_scale: None takes the run's recorded setting (else
     the default); the settings used are logged at start. xla, weights, jacobi_window: how the
-    decode loop runs (`zoo.models.sampling.Sampler`).
+    decode loop runs (`zoo.models.sampling.Sampler`; weights None: its default), logged at
+    start as resolved.
     """
     from zoo.errors import ZooError
     from zoo.models import sampling_settings
@@ -103,12 +104,13 @@ def sample_run(model_dir, prompts=(), prompts_file=None, max_prompts=None, outpu
     settings = sampling_settings.resolve(model_dir, temperature=temperature, top_k=top_k,
                                          top_p=top_p, guidance_scale=guidance_scale)
     log.info("%s: sampling settings: %s", tool, settings.describe())
-    log.info("%s: decoding: weights %s, jacobi_window %d, xla %s", tool, weights,
-             jacobi_window, "on" if xla else "off")
     pipe = TextToImage.from_model_dir(
         model_dir, step=step, upsampler_dir=upsampler_dir, scorer=scorer, jit_compile=xla,
         weights=weights, jacobi_window=jacobi_window, distribution=distribution,
         **settings.values)
+    sampler = pipe.sampler  # what decoding actually uses (the defaults resolved)
+    log.info("%s: decoding: weights %s, jacobi_window %d, xla %s", tool, sampler.weights,
+             sampler.jacobi_window, "on" if sampler.jit_compile else "off")
     output_dir = output_dir or os.path.join(model_dir, "samples")
     rows = write_samples(pipe, prompt_list, output_dir, num_samples, seed, batch_size,
                          progress=progress)

@@ -20,8 +20,9 @@ Activations stay float32 in every mode (products accumulate in float32; LayerNor
 attention, the KV cache and the logits are float32): the step's elementwise work is small,
 and bfloat16 elementwise ops are slower on CPU (GELU 3x, measured). bfloat16 and int8 weights
 go through the fused native op `zoo_small_matmul` (reads the compact weights directly) where
-native ops run; elsewhere (XLA, a SavedModel, DTensor, no compiler) `bfloat16` uses
-TensorFlow's bfloat16 matmul (its inputs rounded to bfloat16) and `int8` multiplies by the
+native ops run and a product has at most `NATIVE_MAX_ROWS` rows (one guided prompt);
+elsewhere (more rows, XLA, a SavedModel, DTensor, no compiler) `bfloat16` uses TensorFlow's
+(oneDNN's) bfloat16 matmul (its inputs rounded to bfloat16) and `int8` multiplies by the
 dequantized float32 weights (the same values, dequantized once per call: no bandwidth saved
 there).
 
@@ -39,9 +40,12 @@ from zoo.errors import ZooError
 WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 
 # Rows up to which the fused op is used (a memory-bound product wants the compact weights;
-# with many rows the product is compute-bound and oneDNN's blocked kernels win). Measured:
-# python bench/sampling.py --matmul.
-NATIVE_MAX_ROWS = 64
+# with more rows oneDNN's blocked kernels win, on a CPU with AMX bfloat16 units early).
+# Measured (`python bench/sampling.py --phases=matmul`, the peer configuration's decode-step
+# products on a 2-core Xeon with AMX, bench/RESULTS.md): bfloat16 fused / oneDNN 4.8 / 7.2 ms
+# at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
+# 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows.
+NATIVE_MAX_ROWS = 2
 
 
 def check_mode(mode):

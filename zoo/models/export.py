@@ -35,7 +35,7 @@ def to_uint8(images):
 
 def build_serving_module(model, text_tokenizer, image_tokenizer, *, upsampler=None,
                          temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2,
-                         num_samples=1, seed=0):
+                         num_samples=1, seed=0, weights="auto"):
     """A tf.Module with `generate(prompts, seed, num_samples, guidance_scale)` (see docstring).
 
     Args:
@@ -46,6 +46,10 @@ def build_serving_module(model, text_tokenizer, image_tokenizer, *, upsampler=No
             upsampler's `upsample`); track its model on the module so its weights are saved.
         temperature, top_k, top_p: sampling settings baked into the graph.
         guidance_scale, num_samples, seed: defaults used by `serving_default`.
+        weights: the precision the decode steps read the weights in (`Sampler`). 'auto' (the
+            model's own) by default, unlike zoo-sample's bfloat16: a SavedModel runs without
+            zoo's native ops, where bfloat16 weights go through TensorFlow's bfloat16 matmul
+            (activations rounded too), which was not measured faster.
     """
     import tensorflow as tf
 
@@ -53,11 +57,12 @@ def build_serving_module(model, text_tokenizer, image_tokenizer, *, upsampler=No
 
     # Validates the settings with the sampler's own messages.
     Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
-            guidance_scale=guidance_scale)
+            guidance_scale=guidance_scale, weights=weights)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ZooError(f"--num_samples must be a positive int, got {num_samples!r}")
 
-    settings = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+    settings = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                    weights=weights)
 
     class TextToImage(tf.Module):
         def __init__(self):
@@ -142,7 +147,7 @@ def export(module, output_dir, info=None) -> Path:
 
 def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=None,
                      temperature=None, top_k=None, top_p=None, guidance_scale=None,
-                     num_samples=1, seed=0) -> Path:
+                     num_samples=1, seed=0, weights="auto") -> Path:
     """Exports a `parti` zoo-train run (with its tokenizers); returns the SavedModel folder.
 
     Sampling settings left None take the run's recorded ones (sampling.json), else defaults.
@@ -164,12 +169,13 @@ def export_model_dir(model_dir, output_dir=None, *, step=None, upsampler_dir=Non
     module = build_serving_module(
         pipe.model, pipe.text_tokenizer, pipe.image_tokenizer, upsampler=upsampler,
         temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
-        num_samples=num_samples, seed=seed)
+        num_samples=num_samples, seed=seed, weights=weights)
     if upsampler is not None:
         module.upsampler_model = pipe.upsampler  # tracked, so its weights are saved
     info = {"model_dir": os.path.abspath(model_dir),
             "checkpoint_step": getattr(pipe.task, "restored_step", None),
             "upsampler_dir": os.path.abspath(upsampler_dir) if upsampler_dir else None,
             "temperature": temperature, "top_k": top_k, "top_p": top_p,
-            "guidance_scale": guidance_scale, "num_samples": num_samples, "seed": seed}
+            "guidance_scale": guidance_scale, "num_samples": num_samples, "seed": seed,
+            "weights": weights}
     return export(module, output_dir or os.path.join(model_dir, "export"), info)

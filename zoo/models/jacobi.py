@@ -44,6 +44,7 @@ one hash per call; categorical draws by the inverse CDF (one uniform per draw).
 import tensorflow as tf
 
 from zoo.errors import ZooError
+from zoo.models.selection import target_probs, uniform_noise
 
 
 def check_window(window):
@@ -51,19 +52,6 @@ def check_window(window):
         raise ZooError(f"jacobi_window must be 0 (off: one token per model call) or an int >= 2 "
                        f"(draft tokens per call, e.g. 16), got {window!r}")
     return window
-
-
-def target_probs(logits, temperature, top_k=0, top_p=1.0):
-    """The distribution ordinary sampling draws from, float32 [..., V] from logits [..., V]:
-    softmax(filtered logits / temperature), or the one-hot argmax at temperature 0."""
-    from zoo.models.sampling import filter_logits
-    logits = tf.cast(logits, tf.float32)
-    vocab = logits.shape[-1]
-    if temperature == 0:
-        return tf.one_hot(tf.argmax(logits, axis=-1, output_type=tf.int32), vocab)
-    flat = tf.reshape(logits, [-1, vocab]) / temperature
-    probs = tf.nn.softmax(filter_logits(flat, top_k, top_p), axis=-1)
-    return tf.reshape(probs, tf.shape(logits))
 
 
 def categorical(probs, u):
@@ -79,7 +67,6 @@ def categorical(probs, u):
 
 def _uniforms(keys, call, width):
     """Uniforms [R, width] in (0, 1) for model call `call` (a hash counter of its own)."""
-    from zoo.models.sampling import uniform_noise
     u = uniform_noise(keys, tf.cast(call, tf.int64) + (1 << 40), width)
     return tf.minimum(u, 1.0 - 2.0 ** -24)  # strictly below 1 in float32
 

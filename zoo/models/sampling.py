@@ -12,9 +12,11 @@ compiles it with XLA), run on TensorFlow's single-threaded executor without XLA.
 the cached loop must reproduce token for token under greedy decoding).
 
 A step is bound by memory traffic (every weight read once for a handful of rows): steps read
-the weights packed once per call (`zoo.layers.packed`) in the precision `weights` picks: the
-model's own ('auto', the default), 'float32', 'bfloat16' or 'int8' (weight-only), through fused
-native ops where they run. `jacobi_window=L` decodes with speculative Jacobi decoding
+the weights packed once per call (`zoo.layers.packed`) in the precision `weights` picks:
+'bfloat16' (the default on the cached path: half the bytes, measured 1.6x faster than
+float32 on a CPU with 99.4% of greedy tokens unchanged), the model's own ('auto', the default
+without the cache), 'float32' or 'int8' (weight-only), through fused native ops where they
+run. `jacobi_window=L` decodes with speculative Jacobi decoding
 (`zoo.models.jacobi`): L draft tokens per model call, the same distribution, fewer calls.
 Measured figures, the bandwidth floor and the greedy agreement of each mode: bench/RESULTS.md.
 
@@ -23,7 +25,8 @@ one batched pass (the batch is doubled; unconditional rows use the model's learn
 unconditional memory) and the next-token logits are `u + scale * (c - u)`. A scale of 1
 skips the unconditional half.
 
-Randomness: the Gumbel noise of sample `s` of prompt `p` at position `t` is a counter-based
+Randomness (`zoo.models.selection`, which also holds the temperature / top-k / top-p
+selection): the Gumbel noise of sample `s` of prompt `p` at position `t` is a counter-based
 hash of (seed, prompt id, s, t, code), so results are reproducible and do not depend on the
 batch size or on which other prompts share the batch (pass `prompt_ids` to keep ids stable
 when prompts are split into batches). Jacobi decoding is reproducible for a given batch; its
@@ -43,10 +46,25 @@ import tensorflow as tf
 from zoo.errors import ZooError
 from zoo.layers import packed
 from zoo.models import jacobi
+from zoo.models.selection import row_keys_for, select_tokens
 
 log = logging.getLogger("zoo")
 
-NEG_INF = -1e9
+
+# The weights mode of cached decoding when none is given: bfloat16 halves the bytes a
+# memory-bound step reads (one 32x32 image at parti-pytorch's configuration on a 2-core Xeon
+# with AMX: float32 8.7 s, bfloat16 5.5 s; greedy tokens 99.4% equal to float32's; the demo's
+# shapes acceptance unchanged). Measured: bench/RESULTS.md, "Sampling (issue 14)".
+DEFAULT_WEIGHTS = "bfloat16"
+
+
+def resolve_weights(weights, use_cache=True):
+    """The weights mode decoding reads: `weights` checked (`zoo.layers.packed.WEIGHT_MODES`), or
+    for None the default: `DEFAULT_WEIGHTS` with the KV cache, the model's own ('auto')
+    without it (the uncached reference runs the model as it is)."""
+    if weights is None:
+        return DEFAULT_WEIGHTS if use_cache else "auto"
+    return packed.check_mode(weights)
 
 
 def _check(temperature, top_k, top_p, guidance_scale, num_samples=1):
@@ -65,62 +83,6 @@ def _check(temperature, top_k, top_p, guidance_scale, num_samples=1):
         raise ZooError(f"num_samples must be a positive int, got {num_samples!r}")
 
 
-def _mix32(x):
-    """A 32-bit integer hash (lowbias32), on int64 tensors holding uint32 values."""
-    m = tf.constant(0xFFFFFFFF, tf.int64)
-    x = tf.bitwise.bitwise_and(x, m)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-    x = tf.bitwise.bitwise_and(x * 0x7FEB352D, m)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
-    x = tf.bitwise.bitwise_and(x * 0x846CA68B, m)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-
-
-def uniform_noise(row_keys, t, vocab):
-    """Uniform (0, 1) noise [B, vocab] from per-row int64 keys [B] and position t."""
-    t = tf.cast(t, tf.int64)
-    base = _mix32(row_keys * 0x9E3779B1 + _mix32(t + 0x632BE5AB))  # [B]
-    codes = tf.range(vocab, dtype=tf.int64)
-    bits = _mix32(base[:, None] + _mix32(codes * 0x85EBCA77 + 0x27D4EB2F)[None, :])
-    return (tf.cast(bits, tf.float32) + 0.5) / 4294967296.0
-
-
-def filter_logits(logits, top_k=0, top_p=1.0):
-    """Keeps the top_k largest logits and the smallest set whose probability reaches top_p."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = tf.math.top_k(logits, k=top_k).values[:, -1:]
-        logits = tf.where(logits < kth, NEG_INF, logits)
-    if top_p < 1.0:
-        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-        probs = tf.nn.softmax(sorted_logits, axis=-1)
-        before = tf.cumsum(probs, axis=-1, exclusive=True)
-        # The smallest kept logit: the last one whose preceding mass is still below top_p.
-        kept = tf.reduce_sum(tf.cast(before < top_p, tf.int32), axis=-1, keepdims=True)
-        threshold = tf.gather(sorted_logits, tf.maximum(kept - 1, 0), batch_dims=1)
-        logits = tf.where(logits < threshold, NEG_INF, logits)
-    return logits
-
-
-def select_tokens(logits, row_keys, t, temperature=1.0, top_k=0, top_p=1.0):
-    """Next tokens [B] from logits [B, V]: argmax when temperature is 0, else a sample."""
-    if temperature == 0:
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    logits = filter_logits(logits / temperature, top_k, top_p)
-    u = uniform_noise(row_keys, t, logits.shape[-1])
-    gumbel = -tf.math.log(-tf.math.log(u))
-    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
-
-
-def row_keys_for(seed, prompt_ids, num_samples):
-    """int64 keys [B * num_samples], prompt-major, from (seed, prompt id, sample index)."""
-    prompt_ids = tf.cast(tf.reshape(prompt_ids, [-1]), tf.int64)
-    samples = tf.range(num_samples, dtype=tf.int64)
-    seed = tf.cast(seed, tf.int64)
-    keys = _mix32(_mix32(seed + 0x1B873593) + prompt_ids[:, None] * 0x01000193)
-    keys = _mix32(keys + _mix32(samples[None, :] + 0x5BD1E995))
-    return tf.reshape(keys, [-1])
-
-
 class Sampler:
     """Compiled decoding of image codes for a `Parti` model.
 
@@ -136,14 +98,16 @@ class Sampler:
             0); for benchmarks and previews. None decodes the whole grid.
         weights: the precision decode steps read the weights in (`zoo.layers.packed`):
             'auto' (the model's own compute dtype), 'float32', 'bfloat16' or 'int8'
-            (weight-only, per-column scales). Cached decoding only.
+            (weight-only, per-column scales); other than 'auto', cached decoding only. None
+            (the default): `DEFAULT_WEIGHTS` ('bfloat16') with the cache, 'auto' without.
+            `self.weights` holds the mode used.
         jacobi_window: 0 (one token per model call) or L >= 2: speculative Jacobi decoding
             with L draft tokens per call (`zoo.models.jacobi`; same distribution, fewer
             calls). Cached decoding only.
     """
 
     def __init__(self, model, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2,
-                 use_cache=True, jit_compile=False, num_tokens=None, weights="auto",
+                 use_cache=True, jit_compile=False, num_tokens=None, weights=None,
                  jacobi_window=0):
         _check(temperature, top_k, top_p, guidance_scale)
         self.model = model
@@ -153,7 +117,7 @@ class Sampler:
         self.guidance_scale = float(guidance_scale)
         self.use_cache = bool(use_cache)
         self.jit_compile = bool(jit_compile)
-        self.weights = packed.check_mode(weights)
+        self.weights = resolve_weights(weights, self.use_cache)
         self.jacobi_window = jacobi.check_window(jacobi_window)
         if not self.use_cache and (self.jacobi_window or self.weights != "auto"):
             raise ZooError(f"jacobi_window={jacobi_window!r} and weights={weights!r} need the KV "
@@ -193,7 +157,12 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        executor = _executor(self.jit_compile, text_tokens)
+        rows = text_tokens.shape[0]
+        products = None if rows is None else \
+            rows * int(num_samples) * (2 if self.guided else 1) * (self.jacobi_window or 1)
+        executor = _executor(self.jit_compile, text_tokens,
+                             onednn_bfloat16=self.use_cache and self.weights == "bfloat16"
+                             and not packed.use_native(products, text_tokens))
         # One function per executor: a function instantiated for one cannot run on the other.
         key = (int(num_samples), executor)
         fn = self._fns.get(key)
@@ -309,16 +278,19 @@ class Sampler:
         return codes
 
 
-def _executor(jit_compile, *tensors):
+def _executor(jit_compile, *tensors, onednn_bfloat16=False):
     """The executor the decode loop runs on ('' is TensorFlow's default). Without XLA a decode
     step is a few hundred small ops, and the default executor hands them between its inter-op
     threads (a few microseconds each, far more on a busy machine); the single-threaded
     executor runs them in order on the calling thread (measured: 1.5 -> 0.4 ms per step of a
     6-layer decoder too narrow to compute anything; `bench/sampling.py --phases=overhead`),
     while matmuls and native ops still use the intra-op threads. XLA and DTensor keep the
-    default."""
+    default, and so do bfloat16 products TensorFlow multiplies (`onednn_bfloat16`: more rows
+    than the fused op takes): on the single-threaded executor they miss oneDNN's kernels
+    (measured, a decode step's products at 16 rows: 25.6 ms there against 8.3 ms on the
+    default executor; float32 16.8 / 15.3 ms; bench/RESULTS.md)."""
     from zoo.attention import native
-    if jit_compile or native.on_dtensor(*tensors):
+    if jit_compile or onednn_bfloat16 or native.on_dtensor(*tensors):
         return ""
     return "SINGLE_THREADED_EXECUTOR"
 
@@ -390,7 +362,7 @@ class TextToImage:
 
     def __init__(self, model, text_tokenizer, image_tokenizer, *, upsampler=None, scorer=None,
                  temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.2, use_cache=True,
-                 jit_compile=False, weights="auto", jacobi_window=0, distribution=None):
+                 jit_compile=False, weights=None, jacobi_window=0, distribution=None):
         if distribution is None:
             from zoo.distribute.base import Distribution
             distribution = Distribution()
@@ -412,10 +384,12 @@ class TextToImage:
             log.warning("zoo: KV-cached decoding does not run on a mesh with a model axis yet "
                         "(DTensor cannot carry the head-sharded cache through the decode "
                         "loop); decoding without the cache, one full decoder pass per token%s",
-                        "" if weights == "auto" and not jacobi_window else
+                        "" if weights in (None, "auto") and not jacobi_window else
                         f" (weights={weights!r} and jacobi_window={jacobi_window!r} need the "
                         f"cache: ignored)")
-            use_cache, weights, jacobi_window = False, "auto", 0
+            if weights is not None:
+                packed.check_mode(weights)  # a bad value is still an error
+            use_cache, weights, jacobi_window = False, None, 0
         self.sampler = Sampler(model, temperature=temperature, top_k=top_k, top_p=top_p,
                                guidance_scale=guidance_scale, use_cache=use_cache,
                                jit_compile=jit_compile, weights=weights,

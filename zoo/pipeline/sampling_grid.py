@@ -9,7 +9,8 @@ those. A `judge(images [P, S, H, W, 3], prompts) -> float` scores each point (hi
 the caption-following rate under the reranker for a folder, the shapes checker's acceptance on
 the demo. The samples use seed 1, the final evaluation seed 0, so the evaluation does not
 reuse the very samples the settings were chosen on. `record` writes the best to the run's
-`sampling.json` with the whole table, where zoo-sample / zoo-eval / zoo-export find it.
+`sampling.json` with the whole table and the decode weights the samples were drawn with, where
+zoo-sample / zoo-eval / zoo-export find it.
 """
 
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -46,7 +47,8 @@ def following_judge(scorer) -> Judge:
 
 def _sample(pipe, prompts: Sequence[str], settings, num_samples, batch_size):
     from zoo.models.sampling import Sampler
-    pipe.sampler = Sampler(pipe.model, use_cache=pipe.sampler.use_cache, **settings)
+    pipe.sampler = Sampler(pipe.model, use_cache=pipe.sampler.use_cache,
+                           weights=pipe.sampler.weights, **settings)
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
@@ -60,7 +62,8 @@ def choose_settings(parti_dir: str, prompts: Sequence[Prompt], judge: Judge, *,
                     num_samples: int = 4, quick: bool = False, batch_size: int = 16,
                     log: Callable[[str], None] = lambda line: None
                     ) -> Tuple[Dict, List[Dict]]:
-    """(best settings, [{settings..., 'score'}] in the order measured)."""
+    """(best settings, [{settings..., 'score'}] in the order measured). The samples are
+    decoded with the sampler's default weights (each table row records them)."""
     from zoo.models.sampling import TextToImage
     pipe = TextToImage.from_model_dir(parti_dir)
     texts = [p.text for p in prompts]
@@ -73,7 +76,7 @@ def choose_settings(parti_dir: str, prompts: Sequence[Prompt], judge: Judge, *,
         if key not in cache:
             images = _sample(pipe, texts, settings, num_samples, batch_size)
             cache[key] = float(judge(images, texts))
-            table.append({**settings, "score": cache[key]})
+            table.append({**settings, "score": cache[key], "weights": pipe.sampler.weights})
             log(" ".join(f"{k} {settings[k]:g}" for k in sampling_settings.KEYS)
                 + f": {cache[key]:.1%}")
         return cache[key]
@@ -91,6 +94,8 @@ def choose_settings(parti_dir: str, prompts: Sequence[Prompt], judge: Judge, *,
 
 def record(parti_dir: str, best: Dict, table: List[Dict], judged_by: str,
            prompts: Sequence[Prompt], num_samples: int) -> str:
+    weights = sorted({str(row["weights"]) for row in table if "weights" in row})
     measured = {"chosen_by": judged_by, "prompts": [p.text for p in prompts],
-                "samples_per_prompt": num_samples, "seed": SEED, "grid": table}
+                "samples_per_prompt": num_samples, "seed": SEED,
+                "weights": ", ".join(weights) or None, "grid": table}
     return sampling_settings.record(parti_dir, best, measured)

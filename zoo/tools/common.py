@@ -70,9 +70,11 @@ def define_sampling_flags(decoding: bool = True) -> None:
         return
     flags.DEFINE_bool("xla", False, "XLA-compile the decode loop: a slower start (compiling); "
                       "see bench/RESULTS.md for when its steps are faster.")
-    flags.DEFINE_enum("weights", "auto", list(WEIGHT_MODES),
-                      "Precision decode steps read the weights in (auto: the model's own; "
-                      "int8: weight-only, per-column scales). See bench/RESULTS.md.")
+    flags.DEFINE_enum("weights", None, list(WEIGHT_MODES),
+                      "Precision decode steps read the weights in: default bfloat16 where "
+                      "decoding is KV-cached (measured fastest), auto where it is not (a mesh "
+                      "with a model axis); auto: the model's own; int8: weight-only, "
+                      "per-column scales. See bench/RESULTS.md.")
     flags.DEFINE_integer("jacobi_window", 0, "0: one token per model call; L >= 2: "
                          "speculative Jacobi decoding with L draft tokens per call (same "
                          "distribution, fewer calls).")

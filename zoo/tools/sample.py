@@ -10,9 +10,11 @@ Sampling settings: the flags given, else the run's recorded ones (sampling.json 
 directory, measured by zoo-demo), else the defaults (temperature 1, guidance 1.2); the settings
 used are printed at start. Prompts come from --prompt (repeatable) and/or --prompts_file: a TSV
 with a `Prompt` column (PartiPrompts; Category and Challenge are kept) or a text file with one
-prompt per line. Writes `images/p0000_s0.png ...` (each prompt's samples best first when a
-scorer reranks them), `samples.jsonl` (one line per prompt: text, files, scores) and a gallery
-`index.html` into --output_dir (default: <model_dir>/samples). Same --seed, same images: sample
+prompt per line. Decode steps read the weights in bfloat16 by default (--weights; measured
+1.6x faster than float32 on a CPU, bench/RESULTS.md), printed at start. Writes
+`images/p0000_s0.png ...` (each prompt's samples best first when a scorer reranks them),
+`samples.jsonl` (one line per prompt: text, files, scores) and a gallery `index.html` into
+--output_dir (default: <model_dir>/samples). Same --seed, same images: sample
 s of prompt p depends only on (seed, p, s), whatever --batch_size, and whatever the
 distribution:
 
@@ -21,7 +23,9 @@ distribution:
 
 --strategy/--mesh (and the gin/mesh/*.gin files) work as in zoo-train: the model is built with
 its weights sharded by the layout rules and the prompts are spread over the batch axis (a
-batch is padded to a multiple of it).
+batch is padded to a multiple of it). A DTensor mesh runs bfloat16 weights through TensorFlow's
+matmul rather than zoo's fused op, so its images can differ slightly from one device's unless
+--weights=float32 (docs/scaling.md).
 """
 
 import os
