@@ -142,6 +142,23 @@ def test_native_is_not_used_under_xla_or_for_many_rows(layers):
     assert not bool(xla())
 
 
+def test_the_row_limit_follows_the_cpu(monkeypatch, tmp_path):
+    # AMX bfloat16 tiles make oneDNN win from 4 rows on; elsewhere the fused op keeps 64 rows.
+    import builtins
+    real_open = builtins.open
+    for flags, amx in (("fpu avx512f avx512_bf16 amx_bf16 amx_tile", True),
+                       ("fpu avx2 avx512f avx512_bf16", False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+            cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+        assert packed.cpu_has_amx_bf16() is amx
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert packed.NATIVE_MAX_ROWS == (packed.NATIVE_MAX_ROWS_AMX if packed.cpu_has_amx_bf16()
+                                      else packed.NATIVE_MAX_ROWS_OTHER)
+    assert (packed.NATIVE_MAX_ROWS_AMX, packed.NATIVE_MAX_ROWS_OTHER) == (2, 64)
+
+
 def test_mixed_precision_layers_keep_bfloat16_weights_in_auto_mode():
     layer = _dense(8, 16, 2, dtype="mixed_bfloat16")
     lin = packed.pack([layer], "auto")
