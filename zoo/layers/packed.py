@@ -45,10 +45,9 @@ WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 # products on a 2-core Xeon with AMX, bench/RESULTS.md): bfloat16 fused / oneDNN 4.8 / 7.2 ms
 # at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
 # 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows. Without AMX (the 2-core
-# AMD EPYC with avx512_bf16 this project also runs on) the limit stays where it was measured
-# there: with the fused op up to 64 rows, bfloat16 gave 1.07 / 1.70 images/s at 8 / 32 prompts
-# against float32's 0.75 / 1.11 (`--phases=batched`, 2026-12-05; oneDNN's bfloat16 matmul
-# without AMX was not timed against it).
+# AMD EPYC with avx512_bf16 this project also runs on) the limit stays 64, the value an
+# earlier measurement there chose; it has not been re-measured against oneDNN's bfloat16
+# matmul on that CPU.
 NATIVE_MAX_ROWS_AMX, NATIVE_MAX_ROWS_OTHER = 2, 64
 
 
