@@ -42,12 +42,14 @@ WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 # Rows up to which the fused op is used (a memory-bound product wants the compact weights;
 # with more rows oneDNN's blocked kernels win, on a CPU with AMX bfloat16 units early).
 # Measured (`python bench/sampling.py --phases=matmul`, the peer configuration's decode-step
-# products on a 2-core Xeon with AMX, bench/RESULTS.md): bfloat16 fused / oneDNN 4.8 / 7.2 ms
+# products, bench/RESULTS.md): on a 2-core Xeon with AMX, bfloat16 fused / oneDNN 4.8 / 7.2 ms
 # at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
-# 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows. Without AMX (the 2-core
-# AMD EPYC with avx512_bf16 this project also runs on) the limit stays 64, the value an
-# earlier measurement there chose; it has not been re-measured against oneDNN's bfloat16
-# matmul on that CPU.
+# 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows. Without AMX oneDNN has no
+# fast bfloat16 matmul: on a 2-core AMD EPYC with AVX2 (no AVX-512) the fused op wins up to
+# 32 rows (bfloat16 fused / oneDNN bfloat16 / oneDNN float32: 4.0 / 14.9 / 11.9 ms at 2 rows,
+# 20.2 / 38.7 / 22.2 at 16, 29.9 / 45.3 / 36.0 at 32) and is 10% behind at 64 (77.5 / 70.4 /
+# 67.7). The limit without AMX stays 64, chosen on an AMD EPYC with AVX-512; on the AVX2 CPU
+# that costs at most ~10% for products of 33-64 rows.
 NATIVE_MAX_ROWS_AMX, NATIVE_MAX_ROWS_OTHER = 2, 64
 
 
