@@ -423,3 +423,10 @@ def test_bfloat16_products_tensorflow_multiplies_run_on_the_default_executor(mod
     if packed.native_library() is not None:  # 2 rows: the fused op
         Sampler(model, temperature=0)(prompts[0][:1], prompts[1][:1])
         assert chosen[-1] == "SINGLE_THREADED_EXECUTOR"
+        # One decision for both: a Jacobi window longer than the tokens decoded is cut to
+        # them (1 unguided row x 2 positions: the fused op), and so is the executor's count.
+        short = Sampler(model, temperature=0, guidance_scale=1.0, jacobi_window=4,
+                        num_tokens=2)
+        assert "ZooSmallMatmul" in _op_types(short, prompts[0][:1], prompts[1][:1], 1)
+        short(prompts[0][:1], prompts[1][:1])
+        assert chosen[-1] == "SINGLE_THREADED_EXECUTOR"

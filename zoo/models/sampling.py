@@ -157,12 +157,10 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        rows = text_tokens.shape[0]
-        products = None if rows is None else \
-            rows * int(num_samples) * (2 if self.guided else 1) * (self.jacobi_window or 1)
+        native = self._native(text_tokens, int(num_samples))
         executor = _executor(self.jit_compile, text_tokens,
                              onednn_bfloat16=self.use_cache and self.weights == "bfloat16"
-                             and not packed.use_native(products, text_tokens))
+                             and not native)
         # One function per executor: a function instantiated for one cannot run on the other.
         key = (int(num_samples), executor)
         fn = self._fns.get(key)
@@ -196,6 +194,18 @@ class Sampler:
         runtime = copy.copy(self)
         runtime.guidance_scale, runtime._runtime_scale = guidance_scale, True
         return runtime._decode(text_tokens, text_mask, row_keys, num_samples)
+
+    def _native(self, text_tokens, num_samples, *tensors):
+        """Whether decode steps multiply through the fused native op (`packed.use_native`) for
+        this batch: decided here only, from the rows of each decode-step product (prompts x
+        samples x both guidance halves x the Jacobi window; unknown if the batch is), so the
+        packing and the executor (`_executor`) cannot disagree."""
+        prompts = text_tokens.shape[0]
+        rows = None
+        if prompts is not None and isinstance(num_samples, (int, np.integer)):
+            window = min(self.jacobi_window, self.num_tokens) or 1
+            rows = prompts * int(num_samples) * (2 if self.guided else 1) * window
+        return packed.use_native(rows, text_tokens, *tensors)
 
     # -- the compiled loop -------------------------------------------------------------------
 
@@ -231,9 +241,8 @@ class Sampler:
             return self._decode_uncached(memory, memory_mask, rows, select), tf.constant(n)
 
         batch = 2 * rows if self.guided else rows
-        length = min(self.jacobi_window, n) or 1
-        products = batch * length if isinstance(batch, int) else None
-        weights = decoder.inference_weights(self.weights, packed.use_native(products, memory))
+        weights = decoder.inference_weights(self.weights,
+                                            self._native(text_tokens, num_samples, memory))
         prepared = decoder.step_memory(memory, memory_mask)
         cache = decoder.init_cache(batch, weights.dtype)
 
