@@ -19,7 +19,7 @@ fed random text embeddings).
           too: on a busy machine torch's threads lose far more than that); on 32x32 (many
           minutes) its `curve` phase: the step cost (best of 3) at 9 prefix lengths,
           integrated over the 1024 steps (--peer_full_32 runs the real thing). zoo: `Sampler`
-          per --weights mode (auto: the model's own float32; int8: weight-only), best of
+          per --weights mode (bfloat16, the sampler's default; float32; auto; int8), best of
           --repeats after a first call, next to the memory-bandwidth floor of the weights it
           reads (bench/bandwidth.py; measured in the same run).
 Prints each figure with the load average and the ratio parti-pytorch / zoo.
@@ -113,8 +113,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--peer_full_32", action="store_true")
-    parser.add_argument("--weights", default="auto,int8",
-                        help="zoo's sampling weights modes (auto: the model's float32)")
+    parser.add_argument("--weights", default="bfloat16,float32",
+                        help="zoo's sampling weights modes (bfloat16: the sampler's default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for path in (args.peer_python, args.peer_script):
