@@ -5,7 +5,8 @@ model the README's own commands made, virtual CPU devices) in a temporary workin
 
 A command marked `# [... checked by zoo-layouts]` needs hardware one CPU cannot stand in for;
 its gin files are parsed with its bindings, its batch must divide its mesh's batch axis, and
-`zoo-layouts` plans its model on its mesh (no weight over 1M parameters left replicated).
+`zoo-layouts` plans its model on its mesh (no weight over 1M parameters left replicated). These
+and the zoo-layouts commands are run by tests/test_docs_layouts.py (they need no `workdir`).
 """
 
 import re
@@ -71,6 +72,12 @@ ALL = [(f"{path}{'#' + heading[3:] if heading else ''}", c)
        for path, heading in SECTIONS for c in extract(path, heading)]
 # The README's "Training each stage" commands run in order in the `workdir` fixture.
 LATER = [(w, c) for w, c in ALL if not w.startswith("README.md#Training")]
+IDS = [f"{w.split('#')[0]}:{i}" for i, (w, _) in enumerate(LATER)]
+# zoo-layouts commands and the commands checked by zoo-layouts use nothing the README's
+# training made: tests/test_docs_layouts.py runs them (a file of its own, so that the two
+# pytest-xdist workers share this module's minutes).
+PLANNED = [(i, w, c) for (w, c), i in zip(LATER, IDS) if c[2] or c[0] == "zoo-layouts"]
+TRAINED = [(i, w, c) for (w, c), i in zip(LATER, IDS) if not (c[2] or c[0] == "zoo-layouts")]
 
 
 def _flag(args, name):
@@ -176,12 +183,11 @@ def effective(tool, args):
 _DONE = {}  # effective command -> (returncode, stdout, stderr) of its first run
 
 
-@pytest.mark.parametrize("where,command", LATER,
-                         ids=[f"{w.split('#')[0]}:{i}" for i, (w, _) in enumerate(LATER)])
+@pytest.mark.parametrize("where,command", [(w, c) for _, w, c in TRAINED],
+                         ids=[i for i, _, _ in TRAINED])
 def test_command_runs(workdir, where, command):
     tool, args, marker, line = command
-    if marker:
-        return check_by_layouts(args, line)
+    assert not marker and tool != "zoo-layouts", line  # tests/test_docs_layouts.py runs these
     args = stand_in(tool, args)
     if tool == "zoo-sample":
         model_dir = _flag(args, "model_dir")
@@ -197,16 +203,16 @@ def test_command_runs(workdir, where, command):
     assert returncode == 0, f"{line}\n{' '.join(args)}\n{stderr[-3000:]}"
     if tool == "zoo-train":
         assert "zoo-train:" in stdout and "steps" in stdout, stdout
-    if tool == "zoo-layouts" and ",model:" in (stdout.splitlines() or [""])[0]:
-        assert "is sharded on 'model'" in stdout, stdout[-2000:]
 
 
 def check_by_layouts(args, line):
     """A command for a TPU or several machines: its gin files, batch and mesh hold together,
-    and zoo-layouts plans it."""
+    and the planner of zoo-layouts plans it (in this process, with the command's gin files and
+    bindings: the zoo-layouts command itself is run by the docs' own zoo-layouts commands)."""
     import gin
 
     from zoo import config
+    from zoo.distribute import layouts
     from zoo.distribute.rules import gin_mesh_layout, parse_mesh
     files = _gin_files(args)
     bindings = [a.split("=", 1)[1] for a in args if a.startswith("--gin_bindings=")]
@@ -217,19 +223,21 @@ def check_by_layouts(args, line):
         import zoo.train  # noqa: F401
         config.parse(files, bindings, finalize=False)
         batch = _flag(args, "batch_size") or _resolve(gin, "train.batch_size")
-        mesh = _flag(args, "mesh") or gin_mesh_layout().mesh
+        gin_mesh, rules, allow = gin_mesh_layout()
+        mesh = _flag(args, "mesh") or gin_mesh
         model = _resolve(gin, "parti.model")
+        assert model, line
+        if mesh:
+            axes = dict(parse_mesh(mesh))
+            assert int(batch) % axes.get("batch", 1) == 0, f"batch {batch} on {mesh}: {line}"
+        # As `zoo-layouts --model=<model> --mesh=<mesh or batch:8> --optimizer=none` with the
+        # command's gin files and bindings.
+        report = layouts.plan_model(model, mesh or "batch:8", rules, optimizer=None,
+                                    allow_replicated=allow)
+        text = layouts.format_report(report)
     finally:
         gin.clear_config()
-    assert model, line
-    if mesh:
-        axes = dict(parse_mesh(mesh))
-        assert int(batch) % axes.get("batch", 1) == 0, f"batch {batch} on {mesh}: {line}"
-    layouts = ["--model=" + model, "--mesh=" + (mesh or "batch:8"), "--optimizer=none"]
-    layouts += [f"--gin_file={f}" for f in files] + [f"--gin_bindings={b}" for b in bindings]
-    proc = run("zoo-layouts", layouts, ROOT)
-    assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
-    assert "WARNING" not in proc.stdout, proc.stdout[-2000:]
+    assert "WARNING" not in text, text[-2000:]
 
 
 def _resolve(gin, name):
