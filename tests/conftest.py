@@ -10,7 +10,8 @@ NUM_VIRTUAL_DEVICES = 8
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than ~20 s (still runs in CI)")
+    config.addinivalue_line("markers", "slow: an end-to-end run over ~20 s; left out by "
+                            "default (pytest.ini), run with -m slow (CI runs both)")
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     try:
