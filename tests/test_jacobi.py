@@ -81,3 +81,16 @@ def test_greedy_is_exact_and_row_above_drafts_save_calls():
     codes, calls = _decode(table, 4, 1, seed=0, temperature=0.0)
     np.testing.assert_array_equal(codes[0], [0, 1, 0, 1, 0])
     assert calls < TOKENS
+
+
+def test_two_level_categorical_draws_from_probs_and_never_a_zero():
+    # 512 codes: blocks of 128 (the window's V = 8192 path), 70% of the codes of mass 0.
+    rng = np.random.default_rng(0)
+    probs = rng.exponential(size=512) * (rng.uniform(size=512) < 0.3)
+    draws = 100000
+    codes = jacobi.categorical(tf.constant(np.broadcast_to(probs, (1, draws, 512)), tf.float32),
+                               tf.constant(rng.uniform(size=(1, draws)), tf.float32)).numpy()[0]
+    assert (probs[codes] > 0).all()
+    counts = np.bincount(codes, minlength=512)[probs > 0]
+    expected = probs[probs > 0] / probs.sum() * draws
+    assert stats.chisquare(counts, expected * counts.sum() / expected.sum()).pvalue > 1e-3

@@ -54,14 +54,35 @@ def check_window(window):
     return window
 
 
-def categorical(probs, u):
+def categorical(probs, u, block=128):
     """Draws from probs [R, L, V] (unnormalised, >= 0) with uniforms u [R, L] in (0, 1):
-    int32 [R, L] by the inverse CDF (a code of probability 0 is never drawn)."""
-    shape = tf.shape(probs)
-    cdf = tf.math.cumsum(tf.reshape(probs, [-1, probs.shape[-1]]), axis=-1)
-    target = tf.reshape(u, [-1, 1]) * cdf[:, -1:]
-    index = tf.searchsorted(cdf, target, side="right", out_type=tf.int32)
-    index = tf.minimum(index, probs.shape[-1] - 1)
+    int32 [R, L] by the inverse CDF (a code of probability 0 is never drawn).
+
+    In two levels when V is a multiple of `block`: the CDF of the block sums picks a block,
+    then the CDF within that block the code, so only [R * L, V / block] and [R * L, block]
+    are cumulated. TensorFlow's cumsum over all V codes took 0.66 ms for [1, 16, 8192] on a
+    2-core AMD EPYC (about half of a window-16 call's bookkeeping). The same distribution;
+    a draw differs from the one-level one only where rounding moves a CDF boundary
+    (2 of 200,000 draws over 512 codes)."""
+    shape, vocab = tf.shape(probs), probs.shape[-1]
+    flat = tf.reshape(probs, [-1, vocab])
+    target = tf.reshape(u, [-1, 1])
+    if vocab % block or vocab <= block:
+        cdf = tf.math.cumsum(flat, axis=-1)
+        index = tf.searchsorted(cdf, target * cdf[:, -1:], side="right", out_type=tf.int32)
+        return tf.reshape(tf.minimum(index, vocab - 1), shape[:2])
+    grouped = tf.reshape(flat, [-1, vocab // block, block])
+    cdf = tf.math.cumsum(tf.reduce_sum(grouped, -1), axis=-1)  # [M, blocks]
+    target = target * cdf[:, -1:]
+    chosen = tf.minimum(tf.searchsorted(cdf, target, side="right", out_type=tf.int32),
+                        vocab // block - 1)  # a block of positive mass: cdf[b] > target
+    before = tf.where(chosen > 0, tf.gather(cdf, tf.maximum(chosen - 1, 0), batch_dims=1), 0.0)
+    inner = tf.math.cumsum(tf.gather(grouped, chosen[:, 0], batch_dims=1), axis=-1)
+    # Strictly below the block's total (rounding may put target - before at or past it), so
+    # the code drawn has positive mass.
+    rest = tf.minimum(tf.maximum(target - before, 0.0), inner[:, -1:] * (1.0 - 2.0 ** -23))
+    index = tf.searchsorted(inner, rest, side="right", out_type=tf.int32)
+    index = chosen * block + tf.minimum(index, block - 1)
     return tf.reshape(index, shape[:2])
 
 
