@@ -6,6 +6,7 @@ batched throughput, and (on a trained run) greedy agreement and Jacobi decoding.
     python bench/sampling.py --phases=batched --prompts=1,8,32
     python bench/sampling.py --phases=matmul               # fused op vs oneDNN by rows
     python bench/sampling.py --phases=agreement,jacobi --model_dir=runs/demo/parti
+    python bench/sampling.py --phases=window --config=tiny --jacobi=4,8,16   # step vs call
 
 Configurations (random weights: speed does not depend on training):
   peer:       parti-pytorch 0.2.0's benchmark configuration (issue 14): decoder width 512,
@@ -35,6 +36,13 @@ Phases:
   jacobi    (--model_dir) model calls and seconds per image, ordinary vs Jacobi decoding
             (--jacobi windows), same prompts and seeds, per --xla mode, with the sampler's
             default weights (bfloat16).
+  window    (random weights, --config) the cost of ONE ordinary decode step against ONE Jacobi
+            window call (--jacobi windows), per model call under the sampler's own executor
+            and weights (bfloat16): two decode lengths (--window_tokens) differenced, so the
+            per-call prompt encoding and weight packing cancel. Then the window call split into
+            the decoder step on L tokens (a loop of steps alone) and the draft / verify /
+            accept bookkeeping (jacobi.decode with a stub step returning fixed logits), and
+            the ops of each traced loop body by kind.
 The machine is shared: the load average is printed with every figure; compare ratios within
 one run.
 """
@@ -255,6 +263,127 @@ def phase_overhead(grid, repeats):
         sampling._executor = chosen
 
 
+def _timed_calls(sampler, tokens, mask, repeats):
+    """(best seconds, model calls) of `sampler` after a tracing call; same seed each time."""
+    sampler(tokens, mask, 1, 7)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sampler(tokens, mask, 1, 7).numpy()
+        best = min(best, time.perf_counter() - start)
+    return best, sampler.last_model_calls
+
+
+def _per_call(make, tokens, mask, lengths, repeats):
+    """Seconds per model call: samplers decoding two lengths, the difference over the
+    difference in calls (the per-sampler-call encoding and weight packing cancel)."""
+    (t0, c0), (t1, c1) = (_timed_calls(make(n), tokens, mask, repeats) for n in lengths)
+    return (t1 - t0) / max(c1 - c0, 1), c1
+
+
+def loop_ops(sampler, tokens, mask):
+    """Op kinds (Counter, constants left out) of the largest while-loop body in the sampler's
+    traced decode function."""
+    import collections
+    from zoo.models.selection import row_keys_for
+    sampler(tokens, mask, 1)
+    fn = next(iter(sampler._fns.values()))
+    graph = fn.get_concrete_function(tokens, mask, row_keys_for(0, tf.range(1), 1))
+    bodies = [f for f in graph.graph.as_graph_def().library.function
+              if "body" in f.signature.name]
+    body = max(bodies, key=lambda f: len(f.node_def))
+    return collections.Counter(n.op for n in body.node_def if n.op != "Const")
+
+
+def baseline_decode(rev):
+    """`zoo.models.jacobi.decode` as it was at git revision `rev` (loaded from `git show`)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+    root = os.path.join(os.path.dirname(__file__), "..")
+    text = subprocess.run(["git", "-C", root, "show", f"{rev}:zoo/models/jacobi.py"],
+                          check=True, capture_output=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(text)
+    spec = importlib.util.spec_from_file_location(f"jacobi_{rev}", f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.decode
+
+
+def phase_window(model, windows, lengths, repeats, baseline=None):
+    """Per model call: an ordinary step against a Jacobi window call of L tokens, and the
+    call's split into decoder step and bookkeeping (see the module docstring); with
+    `baseline` (a git revision) also its jacobi.decode, same run."""
+    from zoo.models import jacobi
+    from zoo.models.sampling import Sampler
+    tokens, mask = prompts(model)
+    real = jacobi.decode
+    variants = {"current": real}
+    if baseline:
+        variants[f"baseline {baseline}"] = baseline_decode(baseline)
+
+    def make(w):
+        return lambda n: Sampler(model, temperature=1.0, num_tokens=n, jacobi_window=w)
+
+    def using(decode, fn, *args):
+        jacobi.decode = decode
+        try:
+            return fn(*args)
+        finally:
+            jacobi.decode = real
+
+    step_s, _ = _per_call(make(0), tokens, mask, lengths, repeats)
+    ops0 = loop_ops(make(0)(lengths[1]), tokens, mask)
+    print(f"[window] ordinary step: {step_s * 1e3:.2f} ms per step; loop body "
+          f"{sum(ops0.values())} ops ({load()})", flush=True)
+    results = [dict(window=0, call_ms=step_s * 1e3, ops=sum(ops0.values()))]
+
+    def steps_only(step, cache, keys, num_tokens, window, *args, **kwargs):
+        """The decoder step on L tokens, once per iteration, nothing else."""
+        n, length = int(num_tokens), min(int(window), int(num_tokens))
+        inputs = tf.zeros([tf.shape(keys)[0], length], tf.int32)
+
+        def body(i, acc, cache):
+            logits, cache = step(inputs, tf.minimum(i, n - length), cache)
+            return i + 1, acc + logits[0, 0, 0], cache
+        i, acc, _ = tf.while_loop(lambda i, *_: i < n, body, (0, 0.0, cache),
+                                  maximum_iterations=n)
+        codes = tf.zeros([tf.shape(keys)[0], n], tf.int32) + tf.cast(acc * 0, tf.int32)
+        return codes, i
+
+    def stubbed(decode):
+        def stub_step(step, cache, keys, num_tokens, window, *args, **kwargs):
+            """`decode` with a step that returns one call's real logits, fixed."""
+            length = min(int(window), int(num_tokens))
+            logits, cache = step(tf.zeros([tf.shape(keys)[0], length], tf.int32), 0, cache)
+            return decode(lambda inputs, t, cache: (logits, cache), cache, keys, num_tokens,
+                          window, *args, **kwargs)
+        return stub_step
+
+    for w in windows:
+        dec_s, _ = using(steps_only, _per_call, make(w), tokens, mask, lengths, repeats)
+        dec_ops = sum(using(steps_only, loop_ops, make(w)(lengths[1]), tokens, mask).values())
+        print(f"[window] L={w}: decoder step on {w} tokens alone {dec_s * 1e3:.2f} ms "
+              f"= {dec_s / step_s:.2f} steps ({dec_ops} ops) ({load()})", flush=True)
+        for name, decode in variants.items():
+            call_s, calls = using(decode, _per_call, make(w), tokens, mask, lengths, repeats)
+            ops = using(decode, loop_ops, make(w)(lengths[1]), tokens, mask)
+            book_s, _ = using(stubbed(decode), _per_call, make(w), tokens, mask, lengths,
+                              repeats)
+            book_ops = sum(using(stubbed(decode), loop_ops, make(w)(lengths[1]), tokens,
+                                 mask).values())
+            top = ", ".join(f"{k} {v}" for k, v in ops.most_common(8))
+            print(f"[window] L={w} {name}: {call_s * 1e3:.2f} ms per call = "
+                  f"{call_s / step_s:.2f} steps ({calls} calls for {lengths[1]} tokens); "
+                  f"bookkeeping alone (stub step) {book_s * 1e3:.2f} ms ({book_ops} ops); loop "
+                  f"body {sum(ops.values())} ops: {top} ({load()})", flush=True)
+            results.append(dict(window=w, variant=name, call_ms=call_s * 1e3,
+                                step_ratio=call_s / step_s, decoder_step_ms=dec_s * 1e3,
+                                bookkeeping_ms=book_s * 1e3, ops=sum(ops.values())))
+    return results
+
+
 def shapes_prompts(model_dir, count):
     """The run's held-out shapes captions (what `zoo-eval --prompts=shapes` samples),
     tokenized for it."""
@@ -335,6 +464,10 @@ def main():
                         "jacobi)")
     parser.add_argument("--captions", type=int, default=32)
     parser.add_argument("--jacobi", default="4,8,16")
+    parser.add_argument("--window_tokens", default="48,240", help="window phase: the two "
+                        "decode lengths (tokens) whose difference is timed")
+    parser.add_argument("--baseline", default=None, help="window phase: also time "
+                        "zoo/models/jacobi.py as of this git revision")
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -344,7 +477,7 @@ def main():
     print(f"{args.config} config, {args.grid}x{args.grid} grid; {os.cpu_count()} cpus; "
           f"{load()}", flush=True)
     out = {"config": args.config, "grid": args.grid}
-    if {"floor", "cached", "uncached", "batched", "matmul"} & set(phases):
+    if {"floor", "cached", "uncached", "batched", "matmul", "window"} & set(phases):
         model = build(args.config, args.grid)
         print(f"[{args.config}] {model.count_params() / 1e6:.1f}M params", flush=True)
         floors = {}
@@ -361,6 +494,10 @@ def main():
                                            args.repeats, modes)
         if "matmul" in phases:
             phase_matmul(model, [int(r) for r in args.matmul_rows.split(",")])
+        if "window" in phases:
+            out["window"] = phase_window(model, [int(w) for w in args.jacobi.split(",")],
+                                         [int(n) for n in args.window_tokens.split(",")],
+                                         args.repeats, args.baseline)
     if "overhead" in phases:
         phase_overhead(args.grid, args.repeats)
     if "agreement" in phases:
