@@ -158,10 +158,9 @@ class Sampler:
         if prompt_ids is None:
             prompt_ids = tf.range(tf.shape(text_tokens)[0])
         keys = row_keys_for(seed, prompt_ids, int(num_samples))
-        native = self._native(text_tokens, int(num_samples))
-        executor = _executor(self.jit_compile, text_tokens,
-                             onednn_bfloat16=self.use_cache and self.weights == "bfloat16"
-                             and not native)
+        onednn_bfloat16 = (self.use_cache and self.weights == "bfloat16"
+                           and not self._native(text_tokens, int(num_samples)))
+        executor = _executor(self.jit_compile, text_tokens, onednn_bfloat16=onednn_bfloat16)
         # One function per executor: a function instantiated for one cannot run on the other.
         key = (int(num_samples), executor)
         fn = self._fns.get(key)
