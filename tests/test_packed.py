@@ -1,6 +1,9 @@
 """Inference weights: packing, bfloat16 / int8 weight-only quantization, the fused native matmul,
 and the in-place KV-cache write."""
 
+import concurrent.futures
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -124,6 +127,38 @@ def test_fused_bfloat16_handles_an_odd_inner_size_and_any_number_of_rows():
     # Each row's result does not depend on the others (no batch-size-dependent rounding).
     for m in (1, 3, 7):
         np.testing.assert_array_equal(fused(rows[:m]).numpy(), fused(rows).numpy()[:m])
+
+
+@pytest.mark.parametrize("mode", ["bfloat16", "int8"])
+def test_large_products_are_split_over_helper_threads_with_the_same_result(mode):
+    """Weights over the op's threshold (128 KB) are cut into shards of columns that the calling
+    thread and the op's spinning helper threads claim; every column must come out as if one
+    thread computed it, also when several threads call the op at once (one holds the helpers,
+    the others run on their own threads)."""
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    layer = _dense(1000, 301, 12)  # odd K, N not a multiple of 16: 600 KB of bfloat16
+    fused = packed.pack([layer], mode, native=True)
+    assert fused.kernel.shape[0] * fused.kernel.shape[1] * 16 * fused.kernel.dtype.size > 2 ** 17
+    inputs = [tf.random.stateless_normal([2, 301], [13, i]) for i in range(6)]
+    if mode == "bfloat16":
+        np.testing.assert_allclose(fused(inputs[0]).numpy(), _bf16_reference([layer], inputs[0]),
+                                   atol=1e-4)
+    else:
+        plain = packed.pack([layer], mode)
+        np.testing.assert_allclose(fused(inputs[0]).numpy(), plain(inputs[0]).numpy(), atol=1e-4)
+    expected = [fused(x).numpy() for x in inputs]
+    call = tf.function(lambda x: fused(x))
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        for _ in range(5):
+            for got, want in zip(threads.map(lambda x: call(x).numpy(), inputs), expected):
+                np.testing.assert_array_equal(got, want)
+    if os.path.isdir("/proc/self/task") and (os.cpu_count() or 1) > 1:
+        names = set()
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
+                names.add(f.read().strip())
+        assert "zoo-matmul" in names, names
 
 
 def test_fused_op_is_used_in_the_graph_and_reads_compact_weights(layers):
