@@ -161,6 +161,32 @@ def test_large_products_are_split_over_helper_threads_with_the_same_result(mode)
         assert "zoo-matmul" in names, names
 
 
+@pytest.mark.parametrize("shape", [(7, 20), (40, 32), (301, 1000)])
+def test_native_bfloat16_layout_equals_the_tensorflow_one(shape):
+    """The native packing (one pass, float32 in) lays out and rounds every weight exactly as
+    tf.cast + the pad / transpose layout: odd K, N off the 16 lanes, a split large kernel,
+    ties (round to even), infinities, NaN, -0 and subnormals."""
+    if packed.native_library() is None:
+        pytest.skip("native ops unavailable here")
+    rng = np.random.default_rng(shape[0])
+    values = rng.standard_normal(shape).astype(np.float32)
+    flat = values.reshape(-1)
+    flat[:8] = [np.inf, -np.inf, -0.0, 1e-40, -3e-39, 3.4e38, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8]
+    kernel = tf.constant(values)
+    native = packed.native_library().zoo_pack_bfloat16(kernel)
+    reference = packed._panels(tf.cast(kernel, tf.bfloat16))
+    assert native.dtype == tf.bfloat16 and native.shape == reference.shape
+    bits = lambda t: tf.bitcast(t, tf.uint16).numpy()  # noqa: E731
+    np.testing.assert_array_equal(bits(native), bits(reference))
+    flat[8] = np.nan
+    nan = packed.native_library().zoo_pack_bfloat16(tf.constant(values))
+    assert np.isnan(tf.cast(nan, tf.float32).numpy()).sum() == 1
+    # pack() lays float32 weights out natively.
+    graph = tf.function(lambda k: packed._panels(k)).get_concrete_function(
+        tf.TensorSpec(shape)).graph
+    assert "ZooPackBfloat16" in {op.type for op in graph.get_operations()}
+
+
 def test_fused_op_is_used_in_the_graph_and_reads_compact_weights(layers):
     if packed.native_library() is None:
         pytest.skip("native ops unavailable here")

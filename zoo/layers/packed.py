@@ -45,11 +45,11 @@ WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 # products, bench/RESULTS.md): on a 2-core Xeon with AMX, bfloat16 fused / oneDNN 4.8 / 7.2 ms
 # at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
 # 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows. Without AMX oneDNN has no
-# fast bfloat16 matmul: on a 2-core AMD EPYC with AVX2 (no AVX-512) the fused op wins up to
-# 32 rows (bfloat16 fused / oneDNN bfloat16 / oneDNN float32: 4.0 / 14.9 / 11.9 ms at 2 rows,
-# 20.2 / 38.7 / 22.2 at 16, 29.9 / 45.3 / 36.0 at 32) and is 10% behind at 64 (77.5 / 70.4 /
-# 67.7). The limit without AMX stays 64, chosen on an AMD EPYC with AVX-512; on the AVX2 CPU
-# that costs at most ~10% for products of 33-64 rows.
+# fast bfloat16 matmul: on a 2-core AMD EPYC with AVX2 (no AVX-512), since the op splits its
+# products over its own spinning helper threads, the fused op wins at every row count to 64
+# (bfloat16 fused / oneDNN bfloat16 / oneDNN float32: 2.7 / 17.0 / 14.8 ms at 2 rows, 15.9 /
+# 31.1 / 21.7 at 16, 21.8 / 41.3 / 30.9 at 32, 39.8 / 59.8 / 49.2 at 64). The Xeon figures
+# above predate the helper threads (the op was then split over TensorFlow's intra-op pool).
 NATIVE_MAX_ROWS_AMX, NATIVE_MAX_ROWS_OTHER = 2, 64
 
 
@@ -164,8 +164,15 @@ def use_native(rows=None, *tensors) -> bool:
 
 def _panels(kernel):
     """[K, N] -> the fused op's panels of 16 columns (N padded with zero columns): int8
-    [ceil(N / 16), K, 16]; bfloat16 [ceil(N / 16), K + K % 2, 16] with each pair of rows
-    interleaved (for the pair dot product; K padded with a zero row)."""
+    [ceil(N / 16), K, 16]; bfloat16 (from bfloat16 or float32 weights, rounded to nearest even)
+    [ceil(N / 16), K + K % 2, 16] with each pair of rows interleaved (for the pair dot product;
+    K padded with a zero row). float32 weights are laid out by the native op in one pass (the
+    cast, pad and transpose below took 37.5 ms of a sampling call at the peer configuration)."""
+    if kernel.dtype == tf.float32:
+        library = native_library()
+        if library is not None:
+            return library.zoo_pack_bfloat16(kernel)
+        kernel = tf.cast(kernel, tf.bfloat16)
     k, n = kernel.shape
     pad = -n % 16
     if kernel.dtype == tf.int8:
@@ -207,9 +214,9 @@ def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=tf.fl
         kernel, scale = quantize_int8(kernel)
         if not native:  # dequantized once: the values the fused op multiplies by
             kernel, scale = tf.cast(kernel, tf.float32) * scale, None
-    else:
+    elif not (native and weight_dtype == tf.bfloat16):  # else rounded while laid out
         kernel = tf.cast(kernel, weight_dtype)
-    panels = bool(native) and kernel.dtype in (tf.bfloat16, tf.int8)
+    panels = bool(native) and (mode == "int8" or weight_dtype == tf.bfloat16)
     if panels:  # the op's layout; its float32 bias and scale padded like its columns
         kernel = _panels(kernel)
         pad = [[0, -units % 16]]

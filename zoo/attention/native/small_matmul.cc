@@ -502,19 +502,27 @@ void Panels(const Problem& pr, int64_t begin, int64_t end) {
   }
 }
 
-template <int R, int PN, bool kBf16>
-void Run(OpKernelContext* context, const Problem& pr, int64_t weight_bytes) {
-  const int64_t groups = (pr.P + PN - 1) / PN;
-  SpinPool* pool = weight_bytes < kParallelBytes ? nullptr : SpinPool::Get(
+// Runs work(begin, end) over [0, count): split into shards between the calling thread and
+// the helpers when `bytes` (what the work reads) is worth it, else on this thread.
+void Split(OpKernelContext* context, int64_t bytes, int64_t count,
+           const std::function<void(int64_t, int64_t)>& work) {
+  SpinPool* pool = bytes < kParallelBytes ? nullptr : SpinPool::Get(
       context->device()->tensorflow_cpu_worker_threads()->num_threads);
   if (pool != nullptr && pool->threads() > 1) {
-    const int64_t shards = std::min(groups, kShardsPerThread * pool->threads());
+    const int64_t shards = std::min(count, kShardsPerThread * pool->threads());
     const std::function<void(int64_t)> shard = [&](int64_t i) {
-      Panels<R, PN, kBf16>(pr, groups * i / shards, groups * (i + 1) / shards);
+      work(count * i / shards, count * (i + 1) / shards);
     };
     if (pool->Run(shards, shard)) return;
   }
-  Panels<R, PN, kBf16>(pr, 0, groups);  // small (or the pool is busy): on this thread
+  work(0, count);  // small (or the pool is busy): on this thread
+}
+
+template <int R, int PN, bool kBf16>
+void Run(OpKernelContext* context, const Problem& pr, int64_t weight_bytes) {
+  Split(context, weight_bytes, (pr.P + PN - 1) / PN, [&](int64_t begin, int64_t end) {
+    Panels<R, PN, kBf16>(pr, begin, end);
+  });
 }
 
 // Few rows stream more panels at once (memory-bound); more rows keep more rows per pass
@@ -647,6 +655,58 @@ class SmallMatmulOp : public OpKernel {
   float epsilon_ = 1e-6f;
 };
 
+// ZooPackBfloat16(kernel) -> w: float32 [K, N] weights in the bfloat16 layout ZooSmallMatmul
+// reads ([P, K + K % 2, 16], P = ceil(N / 16), pairs of rows interleaved, zero padded), each
+// value rounded to nearest even as tf.cast rounds it. One pass over the weights, split over
+// the helper threads: a sampling call packs every decoder weight once, and TensorFlow's
+// cast + pad + transpose took 37.5 ms of a call at the peer configuration (16x16: ~5% of an
+// image; bench/RESULTS.md).
+class PackBfloat16Op : public OpKernel {
+ public:
+  explicit PackBfloat16Op(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& kernel = context->input(0);
+    OP_REQUIRES(context, kernel.dims() == 2,
+                tensorflow::errors::InvalidArgument("ZooPackBfloat16: kernel must be [K, N], got ",
+                                                    kernel.shape().DebugString()));
+    const int64_t K = kernel.dim_size(0), N = kernel.dim_size(1);
+    const int64_t J = (K + 1) / 2, P = (N + kLanes - 1) / kLanes;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({P, 2 * J, kLanes}), &out));
+    if (out->NumElements() == 0) return;
+    const float* src = kernel.flat<float>().data();
+    uint16_t* dst = reinterpret_cast<uint16_t*>(out->flat<tensorflow::bfloat16>().data());
+    const int64_t bytes = static_cast<int64_t>(kernel.TotalBytes());
+    Split(context, bytes, P, [&](int64_t begin, int64_t end) {
+      // Row pairs outer: each reads a contiguous stretch of two rows, and writes one full
+      // 64-byte line into each panel of the shard.
+      for (int64_t j = 0; j < J; ++j) {
+        for (int64_t p = begin; p < end; ++p) {
+          uint16_t* o = dst + (p * J + j) * 2 * kLanes;
+          const int64_t n0 = p * kLanes, lanes = std::min<int64_t>(kLanes, N - n0);
+          const float* even = src + 2 * j * N + n0;
+          const float* odd = 2 * j + 1 < K ? even + N : nullptr;
+          for (int64_t l = 0; l < kLanes; ++l) {
+            o[2 * l] = l < lanes ? static_cast<uint16_t>(ToBf16Cast(even[l])) : 0;
+            o[2 * l + 1] = l < lanes && odd != nullptr
+                               ? static_cast<uint16_t>(ToBf16Cast(odd[l])) : 0;
+          }
+        }
+      }
+    });
+  }
+
+ private:
+  // As tf.cast: round to nearest even; NaN stays a (quiet) NaN.
+  static uint32_t ToBf16Cast(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (bits >> 16) | 0x40u;
+    return ToBf16(value);
+  }
+};
+
 absl::Status ShapeFn(InferenceContext* c) {
   ShapeHandle x, w;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
@@ -655,6 +715,19 @@ absl::Status ShapeFn(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->WithValue(c->Dim(w, 2), kLanes, &lanes));
   TF_RETURN_IF_ERROR(c->Multiply(c->Dim(w, 0), kLanes, &n));
   c->set_output(0, c->Matrix(c->Dim(x, 0), n));
+  return absl::OkStatus();
+}
+
+absl::Status PackShapeFn(InferenceContext* c) {
+  ShapeHandle kernel;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &kernel));
+  DimensionHandle panels, rows;
+  TF_RETURN_IF_ERROR(c->Add(c->Dim(kernel, 1), kLanes - 1, &panels));
+  TF_RETURN_IF_ERROR(c->Divide(panels, kLanes, false, &panels));
+  TF_RETURN_IF_ERROR(c->Add(c->Dim(kernel, 0), 1, &rows));
+  TF_RETURN_IF_ERROR(c->Divide(rows, 2, false, &rows));
+  TF_RETURN_IF_ERROR(c->Multiply(rows, 2, &rows));
+  c->set_output(0, c->MakeShape({panels, rows, kLanes}));
   return absl::OkStatus();
 }
 
@@ -682,6 +755,18 @@ activation (none, or the exact gelu); y is [M, 16 P]. With gamma and beta ([K]; 
 empty) the rows are layer-normalised first.
 )doc");
 
+REGISTER_OP("ZooPackBfloat16")
+    .Input("kernel: float")
+    .Output("w: bfloat16")
+    .SetShapeFn(zoo::PackShapeFn)
+    .Doc(R"doc(
+The float32 weights kernel [K, N] in ZooSmallMatmul's bfloat16 layout: w [ceil(N / 16),
+K + K % 2, 16], panels of 16 columns with pairs of rows interleaved, zero padded, each value
+rounded to nearest even (as tf.cast).
+)doc");
+
+REGISTER_KERNEL_BUILDER(Name("ZooPackBfloat16").Device(tensorflow::DEVICE_CPU),
+                        zoo::PackBfloat16Op);
 REGISTER_KERNEL_BUILDER(
     Name("ZooSmallMatmul").Device(tensorflow::DEVICE_CPU).TypeConstraint<tensorflow::bfloat16>("T"),
     zoo::SmallMatmulOp);
