@@ -153,6 +153,17 @@ def test_window_step_equals_full_attention(name, config, length, decode_path):
         np.testing.assert_allclose(out, full[:, :, t:t + length], atol=1e-5, err_msg=f"t={t}")
 
 
+def test_a_large_window_split_over_threads_equals_full_attention(decode_path):
+    # 2 x 8 heads x 64 queries with 33 keys each of 64 dimensions: enough work (cost 2^23.04)
+    # for the native op to split its query rows over the intra-op threads.
+    grid = (32, 32)
+    kernel = ATTENTION.create("row")
+    q, k, v = _qkv(grid, seed=4, heads=8, d=64)
+    full = kernel(q, k, v, grid).numpy()
+    out = kernel.window_step(q[:, :, 500:564], k, v, tf.constant(500), grid).numpy()
+    np.testing.assert_allclose(out, full[:, :, 500:564], atol=1e-5)
+
+
 def test_window_step_ignores_cache_entries_after_the_window(decode_path):
     grid = (4, 4)
     q, k, v = _qkv(grid, seed=2)
