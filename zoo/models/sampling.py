@@ -53,7 +53,7 @@ log = logging.getLogger("zoo")
 
 # The weights mode of cached decoding when none is given: bfloat16 halves the bytes a
 # memory-bound step reads (one 32x32 image at parti-pytorch's configuration on a 2-core Xeon
-# with AMX: float32 8.7 s, bfloat16 5.5 s; on a 2-core AMD EPYC with AVX2 12.5 s and 4.1 s;
+# with AMX: float32 8.7 s, bfloat16 5.5 s; on a 2-core AMD EPYC with AVX2 12.9 s and 2.6-3.2 s;
 # greedy tokens 99.4% equal to float32's; the demo's shapes acceptance unchanged). Measured:
 # bench/RESULTS.md, "Sampling (issue 14)".
 DEFAULT_WEIGHTS = "bfloat16"

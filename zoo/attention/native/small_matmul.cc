@@ -91,7 +91,9 @@ constexpr int kMaxThreads = 16;
 // the hand-off made an 8 MB product stream at 22 GB/s against 33 GB/s for the same loop on
 // threads already running, and products under a megabyte were not worth splitting at all.
 // These helpers spin (kSpinTime) between products, so while a sampler decodes they pick up a
-// product within a microsecond, and sleep once decoding stops. One caller at a time: a
+// product within a microsecond, and sleep once decoding stops. Threads in all: TensorFlow's
+// intra-op count (tf.config.threading.set_intra_op_parallelism_threads; 1 means none),
+// at most kMaxThreads. One caller at a time: a
 // second concurrent caller runs its product on its own thread (the results are identical:
 // every shard computes its own columns in the same order whoever runs it).
 class SpinPool {
