@@ -32,7 +32,10 @@ class RowAttention(AttentionKernel):
             return tf.reshape(x, tf.concat([b_h, [h, w, dim]], 0))
 
         def band(x):  # [B, H, h, w, d] -> [B, H, h, 2w, d]: rows r-1 and r
-            prev = tf.pad(x[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0], [0, 0]])
+            # tf.slice, not x[:, :, :-1]: a strided slice's gradient (StridedSliceGrad) takes
+            # ~10 ms per call on a [2, 8, 32, 32, 64] grid (AVX2 EPYC), a slice's (a Pad) ~1.
+            above = tf.slice(x, [0, 0, 0, 0, 0], [-1, -1, h - 1, -1, -1])
+            prev = tf.pad(above, [[0, 0], [0, 0], [1, 0], [0, 0], [0, 0]])
             return tf.concat([prev, x], axis=3)
 
         qr, kb, vb = rows(scale_queries(q), d), band(rows(k, d)), band(rows(v, dv))
