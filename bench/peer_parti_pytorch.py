@@ -12,7 +12,9 @@ fed random text embeddings).
 
   train:  forward + backward of one batch (--batch, default 2), best of --steps after a
           warm-up; parti-pytorch's `fwd_bwd_s_min`, zoo's tf.function step (no optimizer on
-          either side).
+          either side), in a process of its own started as zoo-train starts (TensorFlow's
+          oneDNN kernels on: `zoo.tools.common.prefer_onednn`; the sampling figures stay
+          in this process, as zoo-sample runs).
   sample: one image, one prompt, classifier-free guidance (2 rows per token): parti-pytorch's
           full `generate()` (no KV cache) on 16x16, reported by its script's contention-robust
           total (each step's cost the minimum over its neighbours; the raw total is printed
@@ -87,6 +89,30 @@ def zoo_train(grid, batch, steps):
     return best
 
 
+def zoo_train_process(grid, batch, steps):
+    """(`zoo_train` in a new process set up as zoo-train sets itself up, whether TensorFlow's
+    oneDNN kernels ran there)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--zoo_train_grid", str(grid),
+           "--batch", str(batch), "--steps", str(steps)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ZOO_TRAIN ")]
+    if done.returncode != 0 or not lines:
+        sys.exit(f"zoo train {grid}x{grid} failed (exit {done.returncode}):\n"
+                 f"{done.stderr[-2000:]}")
+    result = json.loads(lines[-1][len("ZOO_TRAIN "):])
+    return result["seconds"], result["onednn"]
+
+
+def zoo_train_child(args):
+    """The child of `zoo_train_process`: prints ZOO_TRAIN {"seconds": ..., "onednn": ...}."""
+    from zoo.tools.common import prefer_onednn
+    prefer_onednn()  # as zoo-train, before TensorFlow is imported
+    seconds = zoo_train(args.zoo_train_grid, args.batch, args.steps)
+    from tensorflow.python.util import _pywrap_util_port
+    print("ZOO_TRAIN " + json.dumps({"seconds": seconds,
+                                     "onednn": bool(_pywrap_util_port.IsMklEnabled())}))
+
+
 def zoo_sample(grid, repeats, bandwidth, weights):
     """(best seconds per image, the bandwidth floor of the weights it reads)."""
     from bench.sampling import build, prompts, step_bytes, time_sampler
@@ -116,7 +142,12 @@ def main():
     parser.add_argument("--weights", default="bfloat16,float32",
                         help="zoo's sampling weights modes (bfloat16: the sampler's default)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--zoo_train_grid", type=int, default=None,
+                        help=argparse.SUPPRESS)  # the child process of zoo_train_process
     args = parser.parse_args()
+    if args.zoo_train_grid:
+        zoo_train_child(args)
+        return
     for path in (args.peer_python, args.peer_script):
         if not os.path.isfile(path):
             sys.exit(f"{path} does not exist: set up parti-pytorch as "
@@ -132,9 +163,9 @@ def main():
     rows = []
     for grid in (int(g) for g in args.grids.split(",")):
         if "train" in parts:
-            ours = zoo_train(grid, args.batch, args.steps)
+            ours, onednn = zoo_train_process(grid, args.batch, args.steps)
             print(f"[train {grid}x{grid}] zoo forward + backward, batch {args.batch}: "
-                  f"{ours:.2f} s ({load()})", flush=True)
+                  f"{ours:.2f} s (oneDNN {'on' if onednn else 'off'}; {load()})", flush=True)
             theirs = peer(args, "train", grid, ["--steps", str(args.steps)])["fwd_bwd_s_min"]
             print(f"[train {grid}x{grid}] parti-pytorch: {theirs:.2f} s; ratio "
                   f"{theirs / ours:.2f}x ({load()})", flush=True)

@@ -13,6 +13,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: an end-to-end run over ~20 s; left out by "
                             "default (pytest.ini), run with -m slow (CI runs both)")
     import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+    # zoo-train asks for oneDNN kernels (common.prefer_onednn) unless this is set: tool
+    # subprocesses and in-process tool runs then use this process's kernels, so that runs
+    # compared with each other (kill-and-resume against an uninterrupted run) use the same.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS",
+                          "1" if _pywrap_util_port.IsMklEnabled() else "0")
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(

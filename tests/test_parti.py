@@ -248,3 +248,39 @@ def test_table1_sizes_are_registered():
                  "parti_micro"):
         assert name in MODELS
     assert "parti_encoder" in TEXT_ENCODERS
+
+
+@pytest.mark.parametrize("dtype", [None, "mixed_bfloat16"])
+def test_fused_qkv_projection_is_the_three_layers_with_their_own_gradients(dtype):
+    from zoo.layers.transformer import SelfAttention
+    keras.utils.set_random_seed(0)
+    attention = SelfAttention(16, 2, kernel="row", dtype=dtype)
+    attention.build()
+    layers = (attention.query, attention.key, attention.value)
+    x = tf.random.normal([2, 4, 16])
+    kernels = [layer.kernel for layer in layers] + [layer.bias for layer in layers]
+    with tf.GradientTape(persistent=True) as tape:
+        fused = attention.project_qkv(x)
+        apart = [layer(x) for layer in layers]
+        weights = tf.random.normal([3, 2, 4, 16])
+        fused_loss = sum(tf.reduce_sum(tf.cast(y, tf.float32) * w)
+                         for y, w in zip(fused, weights))
+        apart_loss = sum(tf.reduce_sum(tf.cast(y, tf.float32) * w)
+                         for y, w in zip(apart, weights))
+    for a, b in zip(fused, apart):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=1e-2 if dtype else 1e-6,
+                                   atol=1e-2 if dtype else 1e-6)
+    for a, b in zip(tape.gradient(fused_loss, kernels), tape.gradient(apart_loss, kernels)):
+        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=1e-2 if dtype else 1e-5,
+                                   atol=1e-2 if dtype else 1e-5)
+
+
+def test_fused_qkv_projection_leaves_layers_with_an_activation_alone():
+    from zoo.layers.transformer import SelfAttention
+    attention = SelfAttention(16, 2, kernel="row")
+    attention.build()
+    attention.key.activation = keras.activations.relu
+    x = tf.random.normal([2, 4, 16])
+    np.testing.assert_array_equal(attention.project_qkv(x)[1], attention.key(x))
+    assert float(tf.reduce_min(attention.project_qkv(x)[1])) >= 0.0

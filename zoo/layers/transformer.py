@@ -167,10 +167,25 @@ class SelfAttention(MultiHeadProjection):
         self.kernel_spec = kernel_spec(self.attention_kernel, name)
 
     def call(self, x, grid):
-        q = self.split(self.query(x))
-        k = self.split(self.key(x))
-        v = self.split(self.value(x))
+        q, k, v = (self.split(y) for y in self.project_qkv(x))
         return self.output_proj(self.merge(self.attention_kernel.call(q, k, v, grid)))
+
+    def project_qkv(self, x):
+        """(query(x), key(x), value(x)), as one product with the three kernels side by side:
+        one [width, 3 * width] matmul forward and one per gradient instead of three each (the
+        weights stay the three layers'). The layers one by one on DTensor (the kernels are
+        sharded by columns) and for layers that are not plain float Dense layers (quantized,
+        LoRA, an activation)."""
+        layers = (self.query, self.key, self.value)
+        if native.on_dtensor(x) or any(
+                layer.quantization_mode or layer.lora_enabled or layer.bias is None
+                or layer.activation is not keras.activations.linear for layer in layers):
+            return tuple(layer(x) for layer in layers)
+        dtype = self.compute_dtype
+        kernel = ops.concatenate([ops.cast(layer.kernel, dtype) for layer in layers], axis=1)
+        bias = ops.concatenate([ops.cast(layer.bias, dtype) for layer in layers], axis=0)
+        y = ops.matmul(ops.cast(x, dtype), kernel) + bias
+        return tuple(ops.split(y, 3, axis=-1))
 
     def step(self, q, k, v, t, cache, grid):
         """Heads q, k, v [B, H, L, d] of positions t .. t + L - 1 -> (attention output

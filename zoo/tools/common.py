@@ -113,6 +113,21 @@ def quiet_tensorflow() -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
+def prefer_onednn() -> None:
+    """Turns TensorFlow's oneDNN CPU kernels on for this process, unless the environment sets
+    TF_ENABLE_ONEDNN_OPTS itself (0 keeps them off). zoo-train calls it first thing.
+
+    TensorFlow turns them on by default only on CPUs with AVX-512 VNNI / BF16 or AMX; elsewhere
+    its Eigen kernels run, whose float32 matmuls are up to 2x slower on wide outputs (79 against
+    168 GFLOP/s for the logits' [2048, 512] x [512, 8192] product). Measured on a 2-core AMD
+    EPYC with AVX2 (parti-pytorch's benchmark configuration, 32x32 grid, batch 2, forward +
+    backward, the step of bench/peer_parti_pytorch.py): 3.71 s with Eigen, 2.78 s with oneDNN
+    (bench/RESULTS.md, "Training step, AMD EPYC with AVX2"). TensorFlow reads the variable
+    once, when it is imported: this does nothing in a process that imported it already.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
 def setup(argv=None, *, parse_gin: bool = True, finalize: bool = True) -> None:
     """Loads plugins and built-ins, then parses --gin_file/--gin_bindings."""
     if argv is not None and len(argv) > 1 and not getattr(setup, "allow_args", False):

@@ -34,6 +34,7 @@ def define_flags():
 
 
 def main(argv):
+    common.prefer_onednn()  # before TensorFlow is imported: it reads the setting once
     distribute_flags.set_virtual_devices_from_flags()  # before anything runs a TF op
     common.setup(argv)
     from zoo.errors import ZooError
