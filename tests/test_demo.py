@@ -125,3 +125,18 @@ def test_demo_rejects_unknown_stage(tmp_path):
     assert r.returncode == 1
     assert "unknown stage 'tokeniser'" in r.stderr and "did you mean 'tokenizer'" in r.stderr
     assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_demo_asks_for_onednn_for_its_training_stages(monkeypatch, tmp_path):
+    # As zoo-train: TensorFlow's oneDNN kernels unless the environment says otherwise (run in
+    # process: main sets the variable first thing, then refuses the stage).
+    from absl import flags
+
+    from zoo.tools import common, demo
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    argv = ["zoo-demo", "--stages=tokeniser", f"--model_dir={tmp_path}"]
+    flags.FLAGS.unparse_flags()
+    with pytest.raises(SystemExit):
+        common.run(demo.main, argv=argv)
+    flags.FLAGS.unparse_flags()
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"

@@ -115,7 +115,7 @@ def quiet_tensorflow() -> None:
 
 def prefer_onednn() -> None:
     """Turns TensorFlow's oneDNN CPU kernels on for this process, unless the environment sets
-    TF_ENABLE_ONEDNN_OPTS itself (0 keeps them off). zoo-train calls it first thing.
+    TF_ENABLE_ONEDNN_OPTS itself (0 keeps them off). zoo-train and zoo-demo call it first thing.
 
     TensorFlow turns them on by default only on CPUs with AVX-512 VNNI / BF16 or AMX; elsewhere
     its Eigen kernels run, whose float32 matmuls are up to 2x slower on wide outputs (79 against

@@ -61,6 +61,7 @@ def define_flags():
 
 
 def main(argv):
+    common.prefer_onednn()  # its training stages, as zoo-train's (before TensorFlow loads)
     common.setup(argv, parse_gin=False)
     from zoo.pipeline import run_demo
     run_demo(FLAGS.model_dir or "runs/demo", FLAGS.data, stages=FLAGS.stages,
