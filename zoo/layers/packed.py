@@ -210,13 +210,14 @@ def pack(layers: Sequence, mode: str, activation=None, native=False, dtype=tf.fl
         biases = [tf.convert_to_tensor(layer.bias) for layer in layers]
         bias = tf.cast(tf.concat(biases, 0) if len(biases) > 1 else biases[0], dtype)
     scale = None
+    bfloat16_panels = bool(native) and weight_dtype == tf.bfloat16  # rounded while laid out
     if mode == "int8":
         kernel, scale = quantize_int8(kernel)
         if not native:  # dequantized once: the values the fused op multiplies by
             kernel, scale = tf.cast(kernel, tf.float32) * scale, None
-    elif not (native and weight_dtype == tf.bfloat16):  # else rounded while laid out
+    elif not bfloat16_panels:
         kernel = tf.cast(kernel, weight_dtype)
-    panels = bool(native) and (mode == "int8" or weight_dtype == tf.bfloat16)
+    panels = bfloat16_panels or (bool(native) and mode == "int8")
     if panels:  # the op's layout; its float32 bias and scale padded like its columns
         kernel = _panels(kernel)
         pad = [[0, -units % 16]]

@@ -29,8 +29,9 @@
 // does not depend on M. Each panel is contiguous, so a pass over a few panels reads that many
 // sequential streams (8 for 1-2 rows; 3 with 8 rows per pass for many rows); panels of weights
 // over 128 KB are split between the calling thread and the op's own helper threads, which spin
-// between the products of a decode step (SpinPool; rows stay in L1, a pass's panels in L2). With AVX-512, or AVX2 with FMA, the inner loops use intrinsics; elsewhere portable
-// loops (8x slower on an AVX2 CPU, measured).
+// between the products of a decode step (SpinPool; rows stay in L1, a pass's panels in L2).
+// With AVX-512, or AVX2 with FMA, the inner loops use intrinsics; elsewhere portable loops
+// (8x slower on an AVX2 CPU, measured).
 
 #include <algorithm>
 #include <atomic>
@@ -92,10 +93,10 @@ constexpr int kMaxThreads = 16;
 // threads already running, and products under a megabyte were not worth splitting at all.
 // These helpers spin (kSpinTime) between products, so while a sampler decodes they pick up a
 // product within a microsecond, and sleep once decoding stops. Threads in all: TensorFlow's
-// intra-op count (tf.config.threading.set_intra_op_parallelism_threads; 1 means none),
-// at most kMaxThreads. One caller at a time: a
-// second concurrent caller runs its product on its own thread (the results are identical:
-// every shard computes its own columns in the same order whoever runs it).
+// intra-op count (tf.config.threading.set_intra_op_parallelism_threads; 1 means none), at
+// most kMaxThreads. One caller at a time: a second concurrent caller runs its product on its
+// own thread (the results are identical: every shard computes its own columns in the same
+// order whoever runs it).
 class SpinPool {
  public:
   // The pool for `threads` threads in all (the caller and threads - 1 helpers), created on
@@ -201,9 +202,11 @@ inline float FromBf16(uint32_t bits16) {
   return out;
 }
 
-inline uint32_t ToBf16(float value) {  // round to nearest even (values are finite)
+// As tf.cast to bfloat16: round to nearest even; a NaN stays a (quiet) NaN.
+inline uint32_t ToBf16(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (bits >> 16) | 0x40u;
   return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
 }
 
@@ -690,22 +693,13 @@ class PackBfloat16Op : public OpKernel {
           const float* even = src + 2 * j * N + n0;
           const float* odd = 2 * j + 1 < K ? even + N : nullptr;
           for (int64_t l = 0; l < kLanes; ++l) {
-            o[2 * l] = l < lanes ? static_cast<uint16_t>(ToBf16Cast(even[l])) : 0;
+            o[2 * l] = l < lanes ? static_cast<uint16_t>(ToBf16(even[l])) : 0;
             o[2 * l + 1] = l < lanes && odd != nullptr
-                               ? static_cast<uint16_t>(ToBf16Cast(odd[l])) : 0;
+                               ? static_cast<uint16_t>(ToBf16(odd[l])) : 0;
           }
         }
       }
     });
-  }
-
- private:
-  // As tf.cast: round to nearest even; NaN stays a (quiet) NaN.
-  static uint32_t ToBf16Cast(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof(bits));
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (bits >> 16) | 0x40u;
-    return ToBf16(value);
   }
 };
 
