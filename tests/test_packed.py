@@ -156,8 +156,11 @@ def test_large_products_are_split_over_helper_threads_with_the_same_result(mode)
     if os.path.isdir("/proc/self/task") and (os.cpu_count() or 1) > 1:
         names = set()
         for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
-                names.add(f.read().strip())
+            try:
+                with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
+                    names.add(f.read().strip())
+            except FileNotFoundError:  # a thread (not the op's: they live on) that just ended
+                continue
         assert "zoo-matmul" in names, names
 
 
