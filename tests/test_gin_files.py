@@ -16,7 +16,9 @@ from zoo.registry import REGISTRIES, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 GIN_FILES = sorted(str(p.relative_to(config.GIN_DIR)) for p in config.GIN_DIR.rglob("*.gin"))
-PLUGIN_GIN_FILES = sorted(str(p) for p in (ROOT / "plugins").rglob("*.gin"))
+# The plugins' own gin files (not copies a local `pip install` left under build/).
+PLUGIN_GIN_FILES = sorted(str(p) for p in (ROOT / "plugins").rglob("*.gin")
+                          if "build" not in p.relative_to(ROOT / "plugins").parts)
 
 # Arguments whose value is the name of a registered component of a kind: (configurable or
 # None for any, argument) -> kind.
