@@ -45,10 +45,10 @@ WEIGHT_MODES = ("auto", "float32", "bfloat16", "int8")
 # products, bench/RESULTS.md): on a 2-core Xeon with AMX, bfloat16 fused / oneDNN 4.8 / 7.2 ms
 # at 2 rows (one guided prompt), 7.6 / 7.6 at 4, 25 / 8.9 at 16, 93 / 16 at 64; int8 fused
 # 6.8 ms at 2 rows against float32's 9.0, 46 against 17 at 16 rows. Without AMX oneDNN has no
-# fast bfloat16 matmul: on a 2-core AMD EPYC with AVX2 (no AVX-512), since the op splits its
-# products over its own spinning helper threads, the fused op wins at every row count to 64
-# (bfloat16 fused / oneDNN bfloat16 / oneDNN float32: 2.7 / 17.0 / 14.8 ms at 2 rows, 15.9 /
-# 31.1 / 21.7 at 16, 21.8 / 41.3 / 30.9 at 32, 39.8 / 59.8 / 49.2 at 64). The Xeon figures
+# fast bfloat16 matmul: on a 2-core AMD EPYC with AVX2 (no AVX-512), with the op's own
+# helper threads and its many-row tile, the fused op wins at every row count to 64 (bfloat16
+# fused / TensorFlow bfloat16 / float32: 2.28 / 13.48 / 12.99 ms at 2 rows, 8.83 / 23.50 /
+# 19.45 at 16, 17.14 / 33.53 / 24.36 at 32, 33.19 / 52.90 / 38.79 at 64). The Xeon figures
 # above predate the helper threads (the op was then split over TensorFlow's intra-op pool).
 NATIVE_MAX_ROWS_AMX, NATIVE_MAX_ROWS_OTHER = 2, 64
 
