@@ -12,9 +12,10 @@ fed random text embeddings).
 
   train:  forward + backward of one batch (--batch, default 2), best of --steps after a
           warm-up; parti-pytorch's `fwd_bwd_s_min`, zoo's tf.function step with the parti
-          task's loss (`zoo.layers.fused`; no optimizer on either side), in a process of its own started as zoo-train starts (TensorFlow's
-          oneDNN kernels on: `zoo.tools.common.prefer_onednn`; the sampling figures stay
-          in this process, as zoo-sample runs).
+          task's loss (`zoo.layers.fused`; no optimizer on either side), in a process of
+          its own started as zoo-train starts (TensorFlow's oneDNN kernels on:
+          `zoo.tools.common.prefer_onednn`; the sampling figures stay in this process, as
+          zoo-sample runs).
   sample: one image, one prompt, classifier-free guidance (2 rows per token): parti-pytorch's
           full `generate()` (no KV cache) on 16x16, reported by its script's contention-robust
           total (each step's cost the minimum over its neighbours; the raw total is printed

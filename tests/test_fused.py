@@ -32,6 +32,23 @@ def test_gelu_matches_keras_exact_gelu_and_its_gradient(graph):
     np.testing.assert_allclose(got_g, want_g, rtol=1e-5, atol=1e-6)
 
 
+def test_gelu_of_x_plus_bias_matches_and_sums_the_bias_gradient():
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(3, 7, 11)).astype(np.float32) * 2)
+    bias = tf.constant(rng.normal(size=11).astype(np.float32))
+    dy = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, bias])
+            y = fn(x, bias)
+        return [y, *tape.gradient(y, [x, bias], dy)]
+    got = run(fused.gelu)
+    want = run(lambda x, b: tf.nn.gelu(x + b, approximate=False))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_gelu_in_bfloat16_stays_bfloat16_and_close():
     x = tf.constant(np.linspace(-6, 6, 256).astype(np.float32))
     got = fused.gelu(tf.cast(x, tf.bfloat16))
@@ -94,7 +111,7 @@ def test_mlp_uses_the_fused_gelu_with_keras_dense_values_and_gradients(monkeypat
     mlp, x = _mlp_and_input()
     calls = []
     real = fused.gelu
-    monkeypatch.setattr(fused, "gelu", lambda h: calls.append(h.shape) or real(h))
+    monkeypatch.setattr(fused, "gelu", lambda h, b: calls.append(h.shape) or real(h, b))
 
     def grads(call):
         with tf.GradientTape() as tape:
@@ -113,7 +130,7 @@ def test_mlp_uses_the_fused_gelu_with_keras_dense_values_and_gradients(monkeypat
 def test_mlp_keeps_keras_for_another_activation(monkeypatch):
     mlp, x = _mlp_and_input()
     mlp.wi.activation = keras.activations.relu
-    monkeypatch.setattr(fused, "gelu", lambda h: pytest.fail("fused gelu for a relu layer"))
+    monkeypatch.setattr(fused, "gelu", lambda *a: pytest.fail("fused gelu for a relu layer"))
     hidden = tf.nn.relu(tf.tensordot(x, mlp.wi.kernel, 1) + mlp.wi.bias)
     np.testing.assert_allclose(mlp(x), mlp.wo(hidden), rtol=1e-5, atol=1e-6)
 

@@ -258,8 +258,8 @@ class MLP(keras.layers.Layer):
                 or wi.activation is not keras.activations.gelu):
             return wi(x)
         dtype = wi.compute_dtype
-        h = ops.matmul(ops.cast(x, dtype), ops.cast(wi.kernel, dtype)) + ops.cast(wi.bias, dtype)
-        return fused.gelu(h)
+        return fused.gelu(ops.matmul(ops.cast(x, dtype), ops.cast(wi.kernel, dtype)),
+                          ops.cast(wi.bias, dtype))
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "mlp_dim": self.mlp_dim}
