@@ -34,7 +34,7 @@ from keras import ops
 from zoo.attention import native
 from zoo.attention.base import MASK_VALUE, AttentionKernel, softmax_attention
 from zoo.errors import ZooError
-from zoo.layers import fused, packed
+from zoo.layers import packed
 from zoo.layers.tracking import track_layers  # noqa: F401  (re-exported for the models)
 
 
@@ -246,20 +246,7 @@ class MLP(keras.layers.Layer):
         self.wo.build((None, None, self.mlp_dim))
 
     def call(self, x):
-        return self.wo(self.hidden(x))
-
-    def hidden(self, x):
-        """gelu(wi(x)), the GELU fused forward and backward (`zoo.layers.fused.gelu`: the same
-        values, one pass each way instead of TensorFlow's chain of elementwise kernels) when
-        wi is a plain float Dense layer with Keras' exact GELU; wi as it is otherwise
-        (quantized, LoRA, another activation) and on DTensor."""
-        wi = self.wi
-        if (native.on_dtensor(x) or wi.quantization_mode or wi.lora_enabled or wi.bias is None
-                or wi.activation is not keras.activations.gelu):
-            return wi(x)
-        dtype = wi.compute_dtype
-        return fused.gelu(ops.matmul(ops.cast(x, dtype), ops.cast(wi.kernel, dtype)),
-                          ops.cast(wi.bias, dtype))
+        return self.wo(self.wi(x))
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "mlp_dim": self.mlp_dim}
