@@ -45,8 +45,8 @@ def test_cross_entropy_bad_input_is_an_error():
         fused.sparse_softmax_cross_entropy(tf.constant([0, 5, 1]), logits)
     with pytest.raises(tf.errors.InvalidArgumentError, match="below 0"):
         fused.sparse_softmax_cross_entropy(tf.constant([0, -1, 1]), logits)
-    with pytest.raises(ZooError, match="float32 or float64 logits"):
-        fused.sparse_softmax_cross_entropy(tf.constant([0, 1, 1]), tf.zeros((3, 5), tf.bfloat16))
+    with pytest.raises(ZooError, match="float logits"):
+        fused.sparse_softmax_cross_entropy(tf.constant([0, 1, 1]), tf.zeros((3, 5), tf.int32))
     with pytest.raises(ZooError, match="integer targets"):
         fused.sparse_softmax_cross_entropy(tf.constant([0.0, 1.0, 1.0]), logits)
     with pytest.raises(ZooError, match="one axis less"):
@@ -71,3 +71,14 @@ def test_the_parti_task_trains_on_the_fused_cross_entropy(monkeypatch):
     want = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.reshape(codes, (2, 4)), logits))
     np.testing.assert_allclose(losses["model"], want, rtol=1e-6)
+
+
+def test_cross_entropy_of_bfloat16_logits_is_tensorflows():
+    logits = tf.cast(tf.constant(np.random.default_rng(5).normal(size=(4, 9)), tf.float32),
+                     tf.bfloat16)
+    targets = tf.constant([0, 8, 3, 3])
+    got = fused.sparse_softmax_cross_entropy(targets, logits)
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_array_equal(
+        tf.cast(got, tf.float32),
+        tf.cast(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits), tf.float32))

@@ -53,15 +53,15 @@ def _xent_fused(targets, logits):
 def sparse_softmax_cross_entropy(targets, logits):
     """-log softmax(logits)[targets]: targets int [...], logits float [..., vocab] -> [...].
 
-    As `tf.nn.sparse_softmax_cross_entropy_with_logits` (float32 or float64 logits; a target
-    outside [0, vocab) is an error, checked before the fused kernels, which would not notice).
+    As `tf.nn.sparse_softmax_cross_entropy_with_logits` (fused for float32 and float64 logits,
+    TensorFlow's op for other floats; a target outside [0, vocab) is an error, checked before
+    the fused kernels, which would not notice).
     """
     logits = tf.convert_to_tensor(logits)
     targets = tf.convert_to_tensor(targets)
-    if logits.dtype not in (tf.float32, tf.float64):
-        raise ZooError(f"sparse_softmax_cross_entropy takes float32 or float64 logits, got "
-                       f"{logits.dtype.name}; cast them first (as the model's logits layer "
-                       f"does)")
+    if not logits.dtype.is_floating:
+        raise ZooError(f"sparse_softmax_cross_entropy takes float logits, got "
+                       f"{logits.dtype.name}")
     if not targets.dtype.is_integer:
         raise ZooError(f"sparse_softmax_cross_entropy takes integer targets, got "
                        f"{targets.dtype.name}")
@@ -70,7 +70,9 @@ def sparse_softmax_cross_entropy(targets, logits):
         raise ZooError(f"targets {targets.shape} need one axis less than logits "
                        f"{logits.shape} (the vocabulary)")
     targets = tf.cast(targets, tf.int32)
-    if native.on_dtensor(targets, logits):
+    if native.on_dtensor(targets, logits) or logits.dtype not in (tf.float32, tf.float64):
+        # DTensor: no XLA. float16 / bfloat16 logits: TensorFlow's op as before (it is
+        # what Keras' loss ran; the fused kernels are float32 / float64 only).
         return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
     vocab = tf.shape(logits)[-1]
     checks = [tf.debugging.assert_non_negative(
