@@ -11,10 +11,11 @@ codes, 64 text tokens, the grid given; zoo adds its own 1-layer text encoder (pa
 fed random text embeddings).
 
   train:  forward + backward of one batch (--batch, default 2), best of --steps after a
-          warm-up; parti-pytorch's `fwd_bwd_s_min`, zoo's tf.function step (no optimizer on
-          either side), in a process of its own started as zoo-train starts (TensorFlow's
-          oneDNN kernels on: `zoo.tools.common.prefer_onednn`; the sampling figures stay
-          in this process, as zoo-sample runs).
+          warm-up; parti-pytorch's `fwd_bwd_s_min`, zoo's tf.function step with the parti
+          task's loss (`zoo.layers.fused`; no optimizer on either side), in a process of
+          its own started as zoo-train starts (TensorFlow's oneDNN kernels on:
+          `zoo.tools.common.prefer_onednn`; the sampling figures stay in this process, as
+          zoo-sample runs).
   sample: one image, one prompt, classifier-free guidance (2 rows per token): parti-pytorch's
           full `generate()` (no KV cache) on 16x16, reported by its script's contention-robust
           total (each step's cost the minimum over its neighbours; the raw total is printed
@@ -62,6 +63,7 @@ def zoo_train(grid, batch, steps):
     import tensorflow as tf
 
     from bench.sampling import TEXT_TOKENS, build
+    from zoo.layers import fused
     model = build("peer", grid)
     rng = np.random.default_rng(0)
     data = {"text_tokens": tf.constant(rng.integers(3, 16000, (batch, TEXT_TOKENS)), tf.int32),
@@ -73,8 +75,8 @@ def zoo_train(grid, batch, steps):
         with tf.GradientTape() as tape:
             logits = model(data, training=True)
             targets = tf.reshape(data["image_codes"], [batch, -1])
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets,
-                                                                                 logits))
+            # The loss the parti task trains on (fused: `zoo.layers.fused`).
+            loss = tf.reduce_mean(fused.sparse_softmax_cross_entropy(targets, logits))
         grads = tape.gradient(loss, model.trainable_variables)
         # Every gradient computed (the unconditional embedding has none without dropped
         # prompts), summed so that one number waits for all of them.

@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.errors import ZooError
+from zoo.layers import fused
 from zoo.layers.arguments import constructor_arguments
 from zoo.models import contract
 from zoo.registry import DATASETS, IMAGE_TOKENIZERS, MODELS, OPTIMIZERS, SCHEDULES, TASKS
@@ -307,7 +308,9 @@ class PartiTask(Task):
                              "unconditional": batch.get("unconditional")}, training=training)
         targets = ops.reshape(ops.cast(batch["image_codes"], "int32"),
                               (ops.shape(logits)[0], -1))
-        xent = ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        # Fused forward and backward (one pass each over the [B, N, vocab] logits; the same
+        # values as Keras' sparse_categorical_crossentropy from logits).
+        xent = fused.sparse_softmax_cross_entropy(targets, logits)
         loss = ops.mean(xent)
         accuracy = ops.mean(ops.cast(ops.argmax(logits, axis=-1) == targets, "float32"))
         return {"model": loss}, {"accuracy": accuracy, "perplexity": ops.exp(loss)}
