@@ -25,16 +25,22 @@ from zoo.attention import native
 from zoo.errors import ZooError
 
 
+def _in_range(targets, logits):
+    return (targets >= 0) & (targets < tf.shape(logits)[-1])
+
+
 def _xent_value(targets, logits):
     top = tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))
     lse = top + tf.math.log(tf.reduce_sum(tf.exp(logits - top), axis=-1, keepdims=True))
     picked = tf.gather(logits, targets[..., None], batch_dims=targets.shape.rank)
-    return (lse - picked)[..., 0], lse
+    nan = tf.constant(float("nan"), logits.dtype)
+    return tf.where(_in_range(targets, logits), (lse - picked)[..., 0], nan), lse
 
 
 def _xent_grad(targets, logits, lse, dloss):
     onehot = tf.one_hot(targets, tf.shape(logits)[-1], dtype=logits.dtype)
-    return dloss[..., None] * (tf.exp(logits - lse) - onehot)
+    scale = tf.where(_in_range(targets, logits), dloss, tf.constant(float("nan"), dloss.dtype))
+    return scale[..., None] * (tf.exp(logits - lse) - onehot)
 
 
 _xent_value_xla = tf.function(_xent_value, jit_compile=True, autograph=False)
@@ -56,8 +62,10 @@ def sparse_softmax_cross_entropy(targets, logits):
     """-log softmax(logits)[targets]: targets int [...], logits float [..., vocab] -> [...].
 
     As `tf.nn.sparse_softmax_cross_entropy_with_logits` (fused for float32 and float64 logits,
-    TensorFlow's op for other floats; a target outside [0, vocab) is an error, checked before
-    the fused kernels, which would not notice).
+    TensorFlow's op for other floats). A target outside [0, vocab) gives a NaN loss and NaN
+    gradients at its position, as TensorFlow's op does on GPU and under XLA (an Assert would
+    be a host op, which a TPU step cannot hold); the parti task's codes are checked against the
+    model's codebook size when its data are read.
     """
     logits = tf.convert_to_tensor(logits)
     targets = tf.convert_to_tensor(targets)
@@ -76,12 +84,5 @@ def sparse_softmax_cross_entropy(targets, logits):
         # DTensor: no XLA. float16 / bfloat16 logits: TensorFlow's op as before (it is
         # what Keras' loss ran; the fused kernels are float32 / float64 only).
         return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-    vocab = tf.shape(logits)[-1]
-    checks = [tf.debugging.assert_non_negative(
-                  targets, message="sparse_softmax_cross_entropy: a target below 0"),
-              tf.debugging.assert_less(
-                  targets, vocab, message="sparse_softmax_cross_entropy: a target at or "
-                                          "past the vocabulary size (the logits' last axis)")]
-    with tf.control_dependencies(checks):
-        targets = tf.identity(targets)
+    # No Assert ops here: a TPU step (and zoo's jit_compile check of it) allows none.
     return _xent_fused(targets, logits)
