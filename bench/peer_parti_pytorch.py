@@ -57,30 +57,46 @@ def peer(args, phase, grid, extra=()):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def zoo_train(grid, batch, steps):
-    """Best seconds of forward + backward at the peer configuration."""
+def zoo_train_batch(batch, grid):
+    """A fixed batch at the peer configuration: random prompts of TEXT_TOKENS tokens and codes."""
     import numpy as np
     import tensorflow as tf
 
-    from bench.sampling import TEXT_TOKENS, build
-    from zoo.layers import fused
-    model = build("peer", grid)
+    from bench.sampling import TEXT_TOKENS
     rng = np.random.default_rng(0)
-    data = {"text_tokens": tf.constant(rng.integers(3, 16000, (batch, TEXT_TOKENS)), tf.int32),
+    return {"text_tokens": tf.constant(rng.integers(3, 16000, (batch, TEXT_TOKENS)), tf.int32),
             "text_mask": tf.ones((batch, TEXT_TOKENS), tf.int32),
             "image_codes": tf.constant(rng.integers(0, 8192, (batch, grid, grid)), tf.int32)}
+
+
+def zoo_train_step(model, xent=None):
+    """A tf.function(data) -> one float: forward + backward of `model` with the mean of
+    `xent(targets, logits)` (default: the loss the parti task trains on, `zoo.layers.fused`),
+    no optimizer."""
+    import tensorflow as tf
+
+    from zoo.layers import fused
+    xent = xent or fused.sparse_softmax_cross_entropy
 
     @tf.function
     def step(data):
         with tf.GradientTape() as tape:
             logits = model(data, training=True)
-            targets = tf.reshape(data["image_codes"], [batch, -1])
-            # The loss the parti task trains on (fused: `zoo.layers.fused`).
-            loss = tf.reduce_mean(fused.sparse_softmax_cross_entropy(targets, logits))
+            targets = tf.reshape(data["image_codes"], [tf.shape(logits)[0], -1])
+            loss = tf.reduce_mean(xent(targets, logits))
         grads = tape.gradient(loss, model.trainable_variables)
         # Every gradient computed (the unconditional embedding has none without dropped
         # prompts), summed so that one number waits for all of them.
         return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+    return step
+
+
+def zoo_train(grid, batch, steps):
+    """Best seconds of forward + backward at the peer configuration."""
+    from bench.sampling import build
+    model = build("peer", grid)
+    data = zoo_train_batch(batch, grid)
+    step = zoo_train_step(model)
 
     float(step(data))
     best = float("inf")

@@ -7,7 +7,7 @@
    logits (`tf.nn.sparse_softmax_cross_entropy_with_logits` against
    `zoo.layers.fused.sparse_softmax_cross_entropy`), best and median of --repeats.
 2. The training step at parti-pytorch 0.2.0's configuration (bench/peer_parti_pytorch.py's
-   `zoo_train`: decoder width 512, 6 layers, 8 heads, MLP 2048, 8192 codes, batch --batch,
+   `zoo_train_step`: decoder width 512, 6 layers, 8 heads, MLP 2048, 8192 codes, batch --batch,
    forward + backward), one tf.function per loss, alternated in one process so that both see
    the same machine load (this VM's speed drifts between runs). TensorFlow's oneDNN kernels
    on, as zoo-train sets them up.
@@ -54,17 +54,17 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from bench.sampling import TEXT_TOKENS, build
+    from bench.peer_parti_pytorch import zoo_train_batch, zoo_train_step
+    from bench.sampling import build
     from zoo.layers import fused
 
     losses = {"tensorflow": tf.nn.sparse_softmax_cross_entropy_with_logits,
               "fused": fused.sparse_softmax_cross_entropy}
-    rng = np.random.default_rng(0)
+    data = zoo_train_batch(args.batch, args.grid)
     positions = args.grid * args.grid
-    codes = rng.integers(0, 8192, (args.batch, args.grid, args.grid))
-
+    targets = tf.reshape(data["image_codes"], [args.batch, positions])
+    rng = np.random.default_rng(0)
     logits = tf.constant(rng.normal(size=(args.batch, positions, 8192)).astype(np.float32) * 3)
-    targets = tf.constant(codes.reshape(args.batch, -1), tf.int32)
 
     def loss_alone(xent):
         @tf.function
@@ -80,20 +80,9 @@ def main():
     report(f"loss alone, [{args.batch}, {positions}, 8192]", alternate(runs, args.repeats))
 
     model = build("peer", args.grid)
-    data = {"text_tokens": tf.constant(rng.integers(3, 16000, (args.batch, TEXT_TOKENS)),
-                                       tf.int32),
-            "text_mask": tf.ones((args.batch, TEXT_TOKENS), tf.int32),
-            "image_codes": tf.constant(codes, tf.int32)}
 
     def step(xent):
-        @tf.function
-        def run(data):
-            with tf.GradientTape() as tape:
-                logits = model(data, training=True)
-                loss = tf.reduce_mean(xent(tf.reshape(data["image_codes"], [args.batch, -1]),
-                                           logits))
-            grads = tape.gradient(loss, model.trainable_variables)
-            return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+        run = zoo_train_step(model, xent)
         return lambda: float(run(data))
     runs = {name: step(xent) for name, xent in losses.items()}
     for run in runs.values():
